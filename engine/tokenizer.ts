@@ -1,0 +1,43 @@
+/** Text ↔ token ids through a Hugging Face tokenizer.json, with incremental decoding for streams. */
+import { Tokenizer } from '@huggingface/tokenizers';
+import type { ModelFiles } from './model-dir.ts';
+
+export class TextTokenizer {
+  private readonly tokenizer: Tokenizer;
+
+  constructor(model: Pick<ModelFiles, 'tokenizerJson' | 'tokenizerConfig'>) {
+    this.tokenizer = new Tokenizer(model.tokenizerJson as never, model.tokenizerConfig as never);
+  }
+
+  encode(text: string): number[] {
+    return this.tokenizer.encode(text, { add_special_tokens: false }).ids;
+  }
+
+  decode(ids: readonly number[]): string {
+    return this.tokenizer.decode([...ids], { skip_special_tokens: true });
+  }
+
+  tokenId(token: string): number | undefined {
+    const ids = this.tokenizer.encode(token, { add_special_tokens: false }).ids;
+    return ids.length === 1 ? ids[0] : undefined;
+  }
+}
+
+/**
+ * Decodes a growing id list and returns only the newly completed text. A multi-byte character
+ * split across tokens decodes to U+FFFD until its last byte arrives, so that tail is held back.
+ */
+export class StreamDecoder {
+  private emitted = 0;
+
+  constructor(private readonly tokenizer: TextTokenizer) {}
+
+  push(ids: readonly number[]): string {
+    const text = this.tokenizer.decode(ids);
+    let complete = text.length;
+    while (complete > this.emitted && text[complete - 1] === '\uFFFD') complete--;
+    const delta = text.slice(this.emitted, complete);
+    this.emitted = complete;
+    return delta;
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The effects behind the case machine's `userTurn`, `riderTurn` and `platformEta` actors:
+ * model turns through the agents, platform actions through the tools, and messages through
+ * the case service's `deliver`. Every effect carries a key derived from the case's state, so
+ * a turn replayed after a restart neither repeats a message nor pays twice.
+ */
+import { runAgentTurn, type AgentOptions } from '../agents/agent.ts';
+import { parseEtaMinutes } from '../agents/eta.ts';
+import type { TranscriptLine } from '../agents/prompt.ts';
+import type { Action } from '../agents/turn.ts';
+import { callTool } from '../tools/index.ts';
+import type { ToolDeps } from '../tools/index.ts';
+import type { CaseContext, RiderTurnOutput, UserTurnOutput } from './case-machine.ts';
+import type { Config } from './config.ts';
+import { promptFacts, replySlotValues, withLateness } from './facts.ts';
+import { caseLogger } from './log.ts';
+import { listCouponsForCase } from './store/coupons.ts';
+import { listMessagesAfter } from './store/messages.ts';
+import { getOrder } from './store/orders.ts';
+import type { Party } from './store/schema.ts';
+import { fallbackDecision, renderStrategy, type DeliveryFacts } from './strategies.ts';
+
+export interface TurnDeps {
+  tools: ToolDeps;
+  agent: AgentOptions;
+  config: Pick<Config, 'lateThresholdMin' | 'lateCouponYuan' | 'limits'>;
+  now: () => number;
+  /** Persists an agent message to `party` and sends it; `key` makes a replay a no-op. */
+  deliver: (caseId: string, party: Party, text: string, key: string) => void;
+}
+
+/** The case's transcript with one party, as prompt lines. */
+export function transcriptWith(deps: TurnDeps, caseId: string, party: 'customer' | 'rider'): TranscriptLine[] {
+  return listMessagesAfter(deps.tools.db, caseId, 0)
+    .filter((message) => message.party === party)
+    .map((message) => ({ speaker: message.direction === 'in' ? party : 'agent', text: message.text }));
+}
+
+function couponsIssuedYuan(deps: TurnDeps, caseId: string): number {
+  return listCouponsForCase(deps.tools.db, caseId).reduce((sum, coupon) => sum + coupon.amountFen, 0) / 100;
+}
+
+/** Whether `action` is a step the facts allow; a model turn asking for anything else is not trusted. */
+function actionFitsFacts(action: Action, facts: DeliveryFacts): boolean {
+  switch (action) {
+    case 'lookup_order':
+      return facts.order === 'none';
+    case 'ask_rider_eta':
+      return facts.order === 'delivering' && facts.eta === 'unknown';
+    case 'issue_coupon':
+      return facts.comp === 'due';
+    default:
+      return true;
+  }
+}
+
+const maxUserSteps = 4;
+
+export async function userTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<UserTurnOutput> {
+  const logger = caseLogger(context.caseId);
+  const order = getOrder(deps.tools.db, context.orderId);
+  if (!order) throw new Error(`order ${context.orderId} of case ${context.caseId} not found`);
+  const toolContext = (key: string) => ({ caseId: context.caseId, role: 'user_agent' as const, idempotencyKey: key, now: deps.now() });
+  const keyPrefix = `${context.caseId}:c${context.customerSeq}`;
+
+  let issued = couponsIssuedYuan(deps, context.caseId);
+  let facts = withLateness(context.facts, order, deps.now(), { lateThresholdMin: deps.config.lateThresholdMin, couponsIssuedYuan: issued });
+  const remaining = Math.max(0, deps.config.limits.maxCompensationYuanPerCase - issued);
+  const dueCouponYuan = Math.min(deps.config.lateCouponYuan, remaining);
+  if (facts.comp === 'due' && dueCouponYuan <= 0) facts = { ...facts, comp: 'no' };
+
+  for (let step = 0; step < maxUserSteps; step++) {
+    const couponYuan = facts.comp === 'due' ? dueCouponYuan : facts.comp === 'issued' ? issued : undefined;
+    const slots = replySlotValues(facts, context.orderId, couponYuan);
+    const result = await runAgentTurn(deps.agent, {
+      role: 'user_agent',
+      locale: context.locale,
+      facts: promptFacts(facts),
+      transcript: transcriptWith(deps, context.caseId, 'customer'),
+      slots,
+      signal,
+    });
+    if (result.status === 'aborted') throw new Error('user turn aborted by a newer customer message');
+
+    let action: Action;
+    let reply: string | null;
+    if (result.status === 'ok' && actionFitsFacts(result.turn.action, facts)) {
+      action = result.turn.action;
+      reply = result.reply;
+      logger.info({ intent: result.turn.intent, emotion: result.turn.emotion, action, latencyMs: Math.round(result.latencyMs) }, 'user agent turn');
+    } else {
+      const decision = fallbackDecision(facts);
+      action = decision.action;
+      reply = decision.strategy ? renderStrategy(decision.strategy, context.locale, slots) : null;
+      const reason = result.status === 'fallback' ? result.reason : `action ${result.turn.action} does not fit the facts`;
+      logger.warn({ reason, detail: result.status === 'fallback' ? result.detail : undefined, action, strategy: decision.strategy }, 'user agent turn fell back to a strategy');
+    }
+
+    const say = (text: string | null) => {
+      if (text) deps.deliver(context.caseId, 'customer', text, `${keyPrefix}:s${step}`);
+    };
+    switch (action) {
+      case 'lookup_order': {
+        const view = callTool('lookup_order', { orderId: context.orderId }, toolContext(`${keyPrefix}:lookup`), deps.tools).output;
+        if (view.view !== 'service') throw new Error('lookup_order returned the rider view to the user agent');
+        facts = { ...facts, order: view.status };
+        continue;
+      }
+      case 'ask_rider_eta':
+        callTool('ask_rider_eta', { orderId: context.orderId }, toolContext(`${keyPrefix}:ask_rider`), deps.tools);
+        say(reply);
+        return { facts: { ...facts, eta: 'asked' }, next: 'ask_rider' };
+      case 'issue_coupon': {
+        const coupon = callTool('issue_coupon', { orderId: context.orderId, amountYuan: dueCouponYuan }, toolContext(`${context.caseId}:late_coupon`), deps.tools).output;
+        issued = coupon.caseTotalYuan;
+        say(reply);
+        return { facts: { ...facts, comp: 'issued' }, next: 'idle' };
+      }
+      case 'handoff':
+        say(reply ?? renderStrategy('handoff', context.locale));
+        return { facts, next: 'handoff' };
+      default:
+        say(reply);
+        return { facts, next: 'idle' };
+    }
+  }
+  deps.deliver(context.caseId, 'customer', renderStrategy('busy', context.locale), `${keyPrefix}:busy`);
+  return { facts, next: 'idle' };
+}
+
+const maxRiderQuestions = 3;
+
+export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<RiderTurnOutput> {
+  const logger = caseLogger(context.caseId);
+  const slots = { order_tail: context.orderId.slice(-4) };
+  const transcript = transcriptWith(deps, context.caseId, 'rider');
+  const riderText = context.riderText;
+  const key = `${context.caseId}:r${context.riderQuestions}`;
+
+  if (riderText === null && context.riderQuestions >= maxRiderQuestions) return { next: 'give_up' };
+
+  const result = await runAgentTurn(deps.agent, {
+    role: 'rider_agent',
+    locale: context.locale,
+    facts: { task: 'ask_eta', asked: context.riderQuestions },
+    transcript,
+    slots,
+    signal,
+  });
+  if (result.status === 'aborted') throw new Error('rider turn aborted');
+
+  const ask = (text: string): RiderTurnOutput => {
+    if (context.riderQuestions >= maxRiderQuestions) return { next: 'give_up' };
+    deps.deliver(context.caseId, 'rider', text, `${key}:ask`);
+    return { next: 'wait', riderQuestions: context.riderQuestions + 1 };
+  };
+  const etaFrom = (entity: string | undefined) => {
+    const now = new Date(deps.now());
+    return (entity ? parseEtaMinutes(entity, now) : undefined) ?? (riderText ? parseEtaMinutes(riderText, now) : undefined);
+  };
+  const reportEta = (etaMin: number, ack: string): RiderTurnOutput => {
+    callTool('record_rider_eta', { orderId: context.orderId, etaMin }, { caseId: context.caseId, role: 'rider_agent', idempotencyKey: `${key}:eta`, now: deps.now() }, deps.tools);
+    deps.deliver(context.caseId, 'rider', ack, `${key}:ack`);
+    return { next: 'eta', etaMin };
+  };
+
+  if (result.status === 'ok') {
+    logger.info({ intent: result.turn.intent, action: result.turn.action, latencyMs: Math.round(result.latencyMs) }, 'rider agent turn');
+    const { action, entities } = result.turn;
+    if (riderText === null) return ask(action === 'message_rider' ? result.reply : renderStrategy('rider.ask_eta', context.locale, slots));
+    if (action === 'report_delivered') {
+      deps.deliver(context.caseId, 'rider', result.reply, `${key}:ack`);
+      return { next: 'delivered' };
+    }
+    const etaMin = etaFrom(entities.eta);
+    if (etaMin !== undefined) return reportEta(etaMin, action === 'report_eta' ? result.reply : renderStrategy('rider.ack', context.locale));
+    return ask(action === 'message_rider' ? result.reply : renderStrategy('rider.re_ask', context.locale));
+  }
+
+  logger.warn({ reason: result.reason, detail: result.detail }, 'rider agent turn fell back to a strategy');
+  if (riderText === null) return ask(renderStrategy('rider.ask_eta', context.locale, slots));
+  const etaMin = etaFrom(undefined);
+  if (etaMin !== undefined) return reportEta(etaMin, renderStrategy('rider.ack', context.locale));
+  return ask(renderStrategy('rider.re_ask', context.locale));
+}
+
+/** The platform's own ETA, used when the rider does not answer in time. */
+export async function platformEta(deps: TurnDeps, context: CaseContext): Promise<DeliveryFacts> {
+  const order = getOrder(deps.tools.db, context.orderId);
+  const eta = order?.riderEtaMin ?? 15;
+  caseLogger(context.caseId).info({ eta }, 'rider gave no ETA; using the platform estimate');
+  return { ...context.facts, eta };
+}

@@ -1,0 +1,58 @@
+/** Runtime configuration: every default in one place, validated at start-up. */
+import { z } from 'zod';
+import { toolLimitsSchema } from '../tools/limits.ts';
+
+export const configSchema = z.object({
+  host: z.string().default('127.0.0.1'),
+  port: z.coerce.number().int().min(0).max(65535).default(3000),
+  dbPath: z.string().default('data/sanfang.db'),
+  modelDir: z.string().default('models/sanfang-moe-v0'),
+  executionProvider: z.enum(['cpu', 'cuda']).default('cpu'),
+  /** Threads onnxruntime uses inside one operator. */
+  engineThreads: z.coerce.number().int().min(1).max(64).default(1),
+  engineMaxBatchSize: z.coerce.number().int().min(1).max(256).default(16),
+  engineMaxQueuedRequests: z.coerce.number().int().min(1).default(256),
+  /** One model call of an agent; past this the turn falls back to the strategy library. */
+  turnTimeoutMs: z.coerce.number().int().positive().default(15_000),
+  /** How long the case waits for a human rider's answer before using the platform's ETA. */
+  riderReplyTimeoutMs: z.coerce.number().int().positive().default(90_000),
+  /** An order expected later than its promised time by more than this earns a coupon. */
+  lateThresholdMin: z.coerce.number().nonnegative().default(10),
+  /** Coupon value for a late order, in yuan; capped by the per-case limit. */
+  lateCouponYuan: z.coerce.number().positive().default(5),
+  limits: toolLimitsSchema.default({ maxCompensationYuanPerCase: 10 }),
+  /** Longest accepted WebSocket frame, in bytes. */
+  maxFrameBytes: z.coerce.number().int().positive().default(16 * 1024),
+  /** Longest accepted chat message, in characters. */
+  maxMessageChars: z.coerce.number().int().positive().default(500),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+const environmentKeys: Record<string, keyof Config> = {
+  SANFANG_HOST: 'host',
+  PORT: 'port',
+  SANFANG_PORT: 'port',
+  SANFANG_DB: 'dbPath',
+  SANFANG_MODEL_DIR: 'modelDir',
+  SANFANG_EXECUTION_PROVIDER: 'executionProvider',
+  SANFANG_ENGINE_THREADS: 'engineThreads',
+  SANFANG_TURN_TIMEOUT_MS: 'turnTimeoutMs',
+  SANFANG_RIDER_REPLY_TIMEOUT_MS: 'riderReplyTimeoutMs',
+  SANFANG_LATE_THRESHOLD_MIN: 'lateThresholdMin',
+  SANFANG_LATE_COUPON_YUAN: 'lateCouponYuan',
+};
+
+/** Builds the configuration from environment variables over the defaults, then `overrides`. */
+export function loadConfig(environment: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const values: Record<string, unknown> = {};
+  for (const [variable, key] of Object.entries(environmentKeys)) {
+    if (environment[variable] !== undefined && environment[variable] !== '') values[key] = environment[variable];
+  }
+  const parsed = configSchema.safeParse({ ...values, ...overrides });
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new Error(`invalid configuration: ${detail}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,50 @@
+/**
+ * `npm start`: opens (and on first start creates, migrates and seeds) the SQLite file, loads
+ * the default model into the shared engine, resumes open cases and serves the chat page.
+ */
+import { Engine } from '../engine/engine.ts';
+import { CaseService } from './case-service.ts';
+import { loadConfig } from './config.ts';
+import { log } from './log.ts';
+import { ChatServer } from './server.ts';
+import { openStore } from './store/db.ts';
+import { seedDemoData } from './store/seed.ts';
+
+const config = loadConfig();
+const store = openStore(config.dbPath);
+if (seedDemoData(store.db, Date.now())) log.info({ dbPath: config.dbPath }, 'seeded demo data');
+
+const engine = await Engine.load({
+  modelDir: config.modelDir,
+  executionProvider: config.executionProvider,
+  intraOpThreads: config.engineThreads,
+  maxBatchSize: config.engineMaxBatchSize,
+  maxQueuedRequests: config.engineMaxQueuedRequests,
+});
+log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
+
+let server: ChatServer | undefined;
+const cases = new CaseService({
+  db: store.db,
+  config,
+  agent: { engine, turnTimeoutMs: config.turnTimeoutMs },
+  isRiderOnline: (riderId) => server?.isRiderOnline(riderId) ?? false,
+});
+server = new ChatServer(store.db, cases, config);
+cases.resumeOpenCases();
+const running = await server.listen();
+console.log(`Sanfang is listening on ${running.url}`);
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'shutting down');
+  await running.close();
+  cases.close();
+  await engine.close();
+  store.close();
+  process.exit(0);
+}
+process.on('SIGINT', () => void stop('SIGINT'));
+process.on('SIGTERM', () => void stop('SIGTERM'));

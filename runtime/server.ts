@@ -1,0 +1,241 @@
+/**
+ * The HTTP and WebSocket server: serves the chat page and speaks the protocol of protocol.ts.
+ * Only this module imports `ws`. A bad frame is answered with a typed error frame and the
+ * connection stays open.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { CaseService, CaseServiceError } from './case-service.ts';
+import type { Config } from './config.ts';
+import { log } from './log.ts';
+import { clientFrameSchema, type ClientFrame, type ErrorCode, type ServerFrame, type WireMessage } from './protocol.ts';
+import { getCaseByResumeToken } from './store/cases.ts';
+import type { Db } from './store/db.ts';
+import { StoreError } from './store/errors.ts';
+import { listMessagesAfter } from './store/messages.ts';
+import { getCustomer, getMerchant, getOrder, getRider, listOrdersForCustomer, listOrdersForRider } from './store/orders.ts';
+import type { Message, Order } from './store/schema.ts';
+
+type Session =
+  | { role: 'anonymous' }
+  | { role: 'customer'; customerId: string; locale: 'zh' | 'en'; cases: Set<string> }
+  | { role: 'rider'; riderId: string; locale: 'zh' | 'en' };
+
+/** Frames past this size are not even buffered by ws; smaller oversized frames get an error frame. */
+const hardFrameLimitBytes = 1024 * 1024;
+
+const webRoot = fileURLToPath(new URL('../web/', import.meta.url));
+const staticFiles: Record<string, { file: string; type: string }> = {
+  '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/index.html': { file: 'index.html', type: 'text/html; charset=utf-8' },
+  '/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+};
+
+export interface RunningServer {
+  server: Server;
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+function toWire(message: Message): WireMessage {
+  return { caseId: message.caseId, seq: message.seq, party: message.party, direction: message.direction, text: message.text, at: message.createdAt };
+}
+
+function orderSummary(db: Db, order: Order) {
+  return {
+    orderId: order.id,
+    status: order.status,
+    merchantName: getMerchant(db, order.merchantId)?.name ?? '',
+    items: order.items.map((item) => ({ name: item.name, qty: item.qty })),
+    amountFen: order.amountFen,
+    promisedAt: order.promisedAt,
+  };
+}
+
+export class ChatServer {
+  private readonly sockets = new Map<WebSocket, Session>();
+  private readonly wss: WebSocketServer;
+  private readonly http: Server;
+  private unsubscribe: () => void = () => {};
+
+  constructor(
+    private readonly db: Db,
+    private readonly cases: CaseService,
+    private readonly config: Config,
+  ) {
+    this.http = createServer((request, response) => this.handleHttp(request, response));
+    this.wss = new WebSocketServer({ server: this.http, path: '/ws', maxPayload: hardFrameLimitBytes });
+    this.wss.on('connection', (socket) => this.handleConnection(socket));
+  }
+
+  /** Whether a rider is connected right now; the case service asks before simulating one. */
+  isRiderOnline(riderId: string): boolean {
+    for (const session of this.sockets.values()) if (session.role === 'rider' && session.riderId === riderId) return true;
+    return false;
+  }
+
+  async listen(): Promise<RunningServer> {
+    this.unsubscribe = this.cases.onMessage((message) => this.publish(message));
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(this.config.port, this.config.host, () => resolve());
+    });
+    const port = (this.http.address() as AddressInfo).port;
+    const url = `http://${this.config.host}:${port}`;
+    log.info({ url }, 'server listening');
+    return { server: this.http, url, port, close: () => this.close() };
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    for (const socket of this.sockets.keys()) socket.close(1001, 'server shutting down');
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  private handleHttp(request: IncomingMessage, response: ServerResponse): void {
+    const path = new URL(request.url ?? '/', 'http://localhost').pathname;
+    if (path === '/healthz') {
+      response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true }));
+      return;
+    }
+    const entry = staticFiles[path];
+    if (!entry || request.method !== 'GET') {
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+      return;
+    }
+    response.writeHead(200, { 'content-type': entry.type, 'cache-control': 'no-cache' }).end(readFileSync(webRoot + entry.file));
+  }
+
+  private send(socket: WebSocket, frame: ServerFrame): void {
+    if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(frame));
+  }
+
+  private sendError(socket: WebSocket, code: ErrorCode, message: string, ref?: string): void {
+    this.send(socket, { type: 'error', code, message, ...(ref ? { ref } : {}) });
+  }
+
+  private handleConnection(socket: WebSocket): void {
+    this.sockets.set(socket, { role: 'anonymous' });
+    socket.on('message', (data, isBinary) => this.handleFrame(socket, data, isBinary));
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', (error) => log.warn({ err: error }, 'websocket error'));
+  }
+
+  private handleFrame(socket: WebSocket, data: RawData, isBinary: boolean): void {
+    const bytes = Array.isArray(data) ? data.reduce((n, b) => n + b.length, 0) : (data as Buffer).byteLength;
+    if (bytes > this.config.maxFrameBytes) {
+      this.sendError(socket, 'frame_too_large', `frame of ${bytes} bytes exceeds the limit of ${this.config.maxFrameBytes} bytes`);
+      return;
+    }
+    if (isBinary) {
+      this.sendError(socket, 'malformed_frame', 'binary frames are not supported; send JSON text frames');
+      return;
+    }
+
+    let json: unknown;
+    try {
+      json = JSON.parse(data.toString());
+    } catch {
+      this.sendError(socket, 'malformed_frame', 'frame is not valid JSON');
+      return;
+    }
+    const parsed = clientFrameSchema.safeParse(json);
+    if (!parsed.success) {
+      const detail = parsed.error.issues.map((i) => `${i.path.join('.') || 'frame'}: ${i.message}`).join('; ');
+      this.sendError(socket, 'invalid_frame', `invalid frame: ${detail}`);
+      return;
+    }
+
+    try {
+      this.dispatch(socket, parsed.data);
+    } catch (error) {
+      const ref = parsed.data.type === 'message' ? parsed.data.clientMsgId : undefined;
+      if (error instanceof CaseServiceError) this.sendError(socket, error.code === 'invalid_state' ? 'forbidden' : error.code, error.message, ref);
+      else if (error instanceof StoreError && error.code === 'not_found') this.sendError(socket, 'not_found', error.message, ref);
+      else {
+        log.error({ err: error, frameType: parsed.data.type }, 'frame handling failed');
+        this.sendError(socket, 'internal_error', 'the server failed to handle this frame; it was not stored', ref);
+      }
+    }
+  }
+
+  private dispatch(socket: WebSocket, frame: ClientFrame): void {
+    const session = this.sockets.get(socket)!;
+    if (frame.type === 'ping') return this.send(socket, { type: 'pong' });
+
+    if (frame.type === 'hello') {
+      if (frame.role === 'customer') {
+        if (!getCustomer(this.db, frame.customerId)) throw new CaseServiceError('not_found', `customer ${frame.customerId} not found`);
+        this.sockets.set(socket, { role: 'customer', customerId: frame.customerId, locale: frame.locale, cases: new Set() });
+        const orders = listOrdersForCustomer(this.db, frame.customerId).map((order) => orderSummary(this.db, order));
+        return this.send(socket, { type: 'welcome', role: 'customer', orders });
+      }
+      if (!getRider(this.db, frame.riderId)) throw new CaseServiceError('not_found', `rider ${frame.riderId} not found`);
+      this.sockets.set(socket, { role: 'rider', riderId: frame.riderId, locale: frame.locale });
+      const orders = listOrdersForRider(this.db, frame.riderId);
+      return this.send(socket, { type: 'welcome', role: 'rider', orders: orders.map((order) => orderSummary(this.db, order)) });
+    }
+
+    if (session.role === 'anonymous') {
+      return this.sendError(socket, 'not_authenticated', `send a hello frame before ${frame.type}`);
+    }
+
+    if (frame.type === 'message' && frame.text.length > this.config.maxMessageChars) {
+      return this.sendError(socket, 'message_too_long', `message of ${frame.text.length} characters exceeds the limit of ${this.config.maxMessageChars}`, frame.clientMsgId);
+    }
+
+    if (session.role === 'rider') {
+      if (frame.type !== 'message') return this.sendError(socket, 'forbidden', `riders cannot send ${frame.type} frames`);
+      const stored = this.cases.riderMessage(frame.caseId, session.riderId, frame.text, frame.clientMsgId);
+      return this.send(socket, { type: 'ack', caseId: frame.caseId, clientMsgId: frame.clientMsgId, seq: stored.seq, duplicate: stored.duplicate });
+    }
+
+    switch (frame.type) {
+      case 'open_case': {
+        const opened = this.cases.openCase(session.customerId, frame.orderId, session.locale);
+        session.cases.add(opened.id);
+        return this.sendCase(socket, opened.id, opened.resumeToken, 0);
+      }
+      case 'resume': {
+        const found = getCaseByResumeToken(this.db, frame.resumeToken);
+        if (!found || found.customerId !== session.customerId) throw new CaseServiceError('not_found', 'no case for this resume token');
+        session.cases.add(found.id);
+        return this.sendCase(socket, found.id, found.resumeToken, frame.lastSeq);
+      }
+      case 'message': {
+        if (!session.cases.has(frame.caseId)) {
+          const found = this.cases.getCase(frame.caseId);
+          if (found.customerId !== session.customerId) throw new CaseServiceError('forbidden', `case ${frame.caseId} is not yours`);
+          session.cases.add(frame.caseId);
+        }
+        const stored = this.cases.customerMessage(frame.caseId, frame.text, frame.clientMsgId);
+        return this.send(socket, { type: 'ack', caseId: frame.caseId, clientMsgId: frame.clientMsgId, seq: stored.seq, duplicate: stored.duplicate });
+      }
+    }
+  }
+
+  private sendCase(socket: WebSocket, caseId: string, resumeToken: string, afterSeq: number): void {
+    const found = this.cases.getCase(caseId);
+    const messages = listMessagesAfter(this.db, caseId, afterSeq).filter((m) => m.party === 'customer').map(toWire);
+    this.send(socket, { type: 'case', caseId, orderId: found.orderId, resumeToken, status: found.status, messages });
+  }
+
+  /** Sends a stored message to the sockets allowed to see it: the customer thread to the customer, the rider thread to the rider. */
+  private publish(message: Message): void {
+    let riderId: string | null | undefined;
+    for (const [socket, session] of this.sockets) {
+      if (session.role === 'customer' && message.party === 'customer' && session.cases.has(message.caseId)) {
+        this.send(socket, { type: 'message', message: toWire(message) });
+      } else if (session.role === 'rider' && message.party === 'rider') {
+        riderId ??= getOrder(this.db, this.cases.getCase(message.caseId).orderId)?.riderId;
+        if (riderId === session.riderId) this.send(socket, { type: 'message', message: toWire(message) });
+      }
+    }
+  }
+}

@@ -1,0 +1,152 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CaseService } from '../../runtime/case-service.ts';
+import { loadConfig } from '../../runtime/config.ts';
+import { listCouponsForCase } from '../../runtime/store/coupons.ts';
+import { openStore, type Store } from '../../runtime/store/db.ts';
+import { listMessagesAfter } from '../../runtime/store/messages.ts';
+import { listToolCallsForCase } from '../../runtime/store/tool-calls.ts';
+import { demoOrderIds, seedDemoData } from '../../runtime/store/seed.ts';
+import { scriptedEngine } from '../support/scripted-engine.ts';
+
+const now = Date.parse('2026-12-04T04:00:00Z');
+let dir: string;
+let store: Store;
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sanfang-case-'));
+  store = openStore(join(dir, 'test.db'));
+  seedDemoData(store.db, now);
+});
+
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function service(engine = scriptedEngine(), overrides = {}) {
+  const config = loadConfig({}, { riderReplyTimeoutMs: 5_000, ...overrides });
+  return new CaseService({ db: store.db, config, agent: { engine, turnTimeoutMs: 5_000 }, now: () => now, isRiderOnline: () => false });
+}
+
+describe('CaseService', () => {
+  it('resolves a late order with ETA and coupon', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await cases.settled(opened.id);
+
+    const toCustomer = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer' && m.direction === 'out');
+    expect(toCustomer.map((m) => m.text)).toEqual(['我马上联系骑手', '骑手预计12分钟后送达，已发放5元优惠券']);
+    expect(listCouponsForCase(store.db, opened.id).map((c) => c.amountFen)).toEqual([500]);
+    const riderThread = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'rider');
+    expect(riderThread.map((m) => m.direction)).toEqual(['out', 'in', 'out']);
+    cases.close();
+  });
+
+  it('issues no coupon for an on-time order', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001OnTime, 'zh');
+    cases.customerMessage(opened.id, '外卖到哪了', 'm1');
+    await cases.settled(opened.id);
+
+    expect(listCouponsForCase(store.db, opened.id)).toHaveLength(0);
+    const last = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer').at(-1);
+    expect(last?.text).toBe('骑手预计8分钟后送达');
+    cases.close();
+  });
+
+  it('stores a retried customer frame once', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    const first = cases.customerMessage(opened.id, '在吗', 'same-id');
+    const second = cases.customerMessage(opened.id, '在吗', 'same-id');
+    expect(second.duplicate).toBe(true);
+    expect(second.seq).toBe(first.seq);
+    await cases.settled(opened.id);
+    expect(listMessagesAfter(store.db, opened.id, 0).filter((m) => m.direction === 'in' && m.party === 'customer')).toHaveLength(1);
+    cases.close();
+  });
+
+  it('falls back to strategies on invalid model output', async () => {
+    const cases = service(scriptedEngine((prompt) => (prompt.includes('<|sys|>user_agent') ? '骑手马上到！！' : undefined)));
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await cases.settled(opened.id);
+
+    const toCustomer = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer' && m.direction === 'out');
+    expect(toCustomer.some((m) => m.text.includes('骑手马上到'))).toBe(false);
+    expect(toCustomer.at(-1)?.text).toContain('12分钟');
+    expect(listCouponsForCase(store.db, opened.id)).toHaveLength(1);
+    cases.close();
+  });
+
+  it('never issues a coupon the facts do not allow', async () => {
+    const couponTurn = JSON.stringify({ intent: 'request_compensation', emotion: 'angry', entities: {}, action: 'issue_coupon', reply: '已发放{coupon_yuan}元优惠券' });
+    const cases = service(scriptedEngine((prompt) => (prompt.includes('<|sys|>user_agent') && prompt.includes('comp=no') ? couponTurn : undefined)));
+    const opened = cases.openCase('C001', demoOrderIds(now).c001OnTime, 'zh');
+    cases.customerMessage(opened.id, '给我发券', 'm1');
+    await cases.settled(opened.id);
+    expect(listCouponsForCase(store.db, opened.id)).toHaveLength(0);
+    cases.close();
+  });
+
+  it('hands off when the customer asks for a person', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '转人工', 'm1');
+    const snapshot = await cases.settled(opened.id);
+    expect(snapshot.value).toBe('handoff');
+    expect(cases.getCase(opened.id).status).toBe('handoff');
+    cases.close();
+  });
+
+  it('resumes a case from its snapshot', async () => {
+    const first = service();
+    const opened = first.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    first.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await first.settled(opened.id);
+    first.close();
+
+    const second = service();
+    expect(second.resumeOpenCases()).toBe(1);
+    expect(second.snapshot(opened.id).context.facts.comp).toBe('issued');
+    second.customerMessage(opened.id, '还要多久？', 'm2');
+    await second.settled(opened.id);
+    expect(listCouponsForCase(store.db, opened.id)).toHaveLength(1);
+    second.close();
+  });
+
+  it('uses the platform ETA when the rider is silent', async () => {
+    const silentRider = scriptedEngine((prompt) => (prompt.includes('<|sys|>sim_rider') ? 'not json' : undefined));
+    const cases = new CaseService({
+      db: store.db,
+      config: loadConfig({}, { riderReplyTimeoutMs: 50 }),
+      agent: { engine: silentRider, turnTimeoutMs: 5_000 },
+      now: () => now,
+      isRiderOnline: () => true,
+    });
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await cases.settled(opened.id);
+    expect(cases.snapshot(opened.id).context.facts.eta).toBe(12);
+    cases.close();
+  });
+
+  it('rejects a message for an unknown case', () => {
+    const cases = service();
+    expect(() => cases.customerMessage('no-such-case', 'hi')).toThrow(expect.objectContaining({ code: 'not_found' }));
+    cases.close();
+  });
+
+  it('records every tool call of the case', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await cases.settled(opened.id);
+    expect(listToolCallsForCase(store.db, opened.id).map((c) => c.tool)).toEqual(['lookup_order', 'ask_rider_eta', 'record_rider_eta', 'issue_coupon']);
+    cases.close();
+  });
+});
