@@ -8,9 +8,13 @@ const caseId = z.string().min(1).max(64);
 const text = z.string().trim().min(1);
 const clientMsgId = z.string().min(1).max(64);
 
-export const clientFrameSchema = z.discriminatedUnion('type', [
+const helloFrameSchema = z.discriminatedUnion('role', [
   z.object({ type: z.literal('hello'), role: z.literal('customer'), customerId: z.string().min(1).max(32), locale: z.enum(['zh', 'en']).default('zh') }).strict(),
   z.object({ type: z.literal('hello'), role: z.literal('rider'), riderId: z.string().min(1).max(32), locale: z.enum(['zh', 'en']).default('zh') }).strict(),
+]);
+
+export const clientFrameSchema = z.discriminatedUnion('type', [
+  helloFrameSchema,
   z.object({ type: z.literal('open_case'), orderId: z.string().min(1).max(64) }).strict(),
   z.object({ type: z.literal('resume'), resumeToken: z.string().min(1).max(128), lastSeq: z.number().int().min(0) }).strict(),
   z.object({ type: z.literal('message'), caseId, text, clientMsgId }).strict(),

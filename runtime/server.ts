@@ -93,10 +93,15 @@ export class ChatServer {
 
   async close(): Promise<void> {
     this.unsubscribe();
-    for (const socket of this.sockets.keys()) socket.close(1001, 'server shutting down');
-    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
-    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+    for (const socket of this.wss.clients) socket.terminate();
+    // With an external HTTP server, ws's close callback waits on every client socket's close
+    // event; the HTTP server's own close below already waits for them, so it is not awaited.
+    this.wss.close();
+    const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    this.http.closeAllConnections();
+    await closed;
   }
+
 
   private handleHttp(request: IncomingMessage, response: ServerResponse): void {
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
@@ -122,7 +127,14 @@ export class ChatServer {
 
   private handleConnection(socket: WebSocket): void {
     this.sockets.set(socket, { role: 'anonymous' });
-    socket.on('message', (data, isBinary) => this.handleFrame(socket, data, isBinary));
+    socket.on('message', (data, isBinary) => {
+      try {
+        this.handleFrame(socket, data, isBinary);
+      } catch (error) {
+        log.error({ err: error }, 'frame handler failed');
+        this.sendError(socket, 'internal_error', 'the server failed to handle this frame; it was not stored');
+      }
+    });
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', (error) => log.warn({ err: error }, 'websocket error'));
   }
