@@ -18,16 +18,21 @@ export const deliveryCores = [
   '我的{dish}到哪了', '预计几点能到', '快点送过来好吗', '这单还要多久', '能帮我看看骑手位置吗',
   '{dish}还没到，怎么回事', '我点的外卖迟迟不到', '为什么还没送到', '骑手怎么还没来', '帮我查下外卖到哪了',
   '{dish}到底什么时候送到', '说好的时间早过了', '外卖还要等多久', '我的单子怎么还没送', '能催一下骑手吗',
-];
+  '外卖一直没到', '订单超时了还没送来', '{dish}送到哪了', '帮我问问骑手到哪了', '饭还没送到',
+  '我的订单还在配送吗', '怎么这么久还没到', '骑手还有多久到', '请问我的外卖几点到', '{dish}怎么还在路上',
+  '配送也太慢了吧', '外卖什么时候能到家', '我的{dish}还要多久', '能不能查一下配送进度', '点的餐迟迟没来',
+]; // 50 cores
 
 export const compensationCores = [
   '超时这么久有没有补偿？', '迟到了能赔点吗', '送这么慢不给个说法吗', '晚了这么久能退点钱吗', '超时了是不是应该补偿',
   '这么晚送到要给我补偿', '迟到这么久有红包吗', '能给个优惠券补偿一下吗', '超时赔付怎么算', '晚点了要赔偿',
+  '送晚了怎么赔', '超时有没有赔付', '迟到了给我补个券', '晚了这么多得补偿我', '超时了能不能退部分钱',
 ];
 
 export const humanCores = [
   '转人工', '我要找人工客服', '人工！', '别让机器人回答，找真人', '叫你们人工客服来',
   '给我转人工服务', '我不想跟机器人说话', '接人工', '有没有真人客服', '找个活人跟我说',
+  '转接人工客服', '我要人工处理', '让真人来回答', '人工客服在哪', '帮我转人工吧',
 ];
 
 export const greetingCores = ['你好', '在吗', '客服在吗', '有人吗', '您好', '哈喽', '你好呀', '在不在', 'hello', '嗨'];
@@ -39,20 +44,58 @@ export const thanksCores = [
 export const otherCores = [
   '你们几点下班', '怎么开发票', '会员怎么开通', '今天天气怎么样', '你是机器人吗',
   '怎么修改昵称', '积分怎么用', '能推荐个好吃的吗', '我想注销账号', '怎么绑定银行卡',
+  '怎么领红包', '密码忘了怎么办', '怎么开通免密支付', '附近有什么好吃的', '你叫什么名字',
 ];
 
 /** `{dur}` is a waited span; the whole clause is appended after a core. */
 export const waitedClauses = ['我都等了{dur}了', '已经{dur}了', '等了快{dur}了', '过去{dur}了还没来', '足足等了{dur}', '整整{dur}了'];
 
-export const waitedDurations = [
-  '40分钟', '半小时', '一个小时', '二十分钟', '快一个钟头', '50分钟', '一个多小时', '25分钟', '三刻钟', '45分钟',
-  '35分钟', '一个半小时', '三十分钟', '55分钟', '四十多分钟',
-];
+/** A generated bank already divided into its training and held-out parts. */
+export interface SplitBank<T> {
+  train: T[];
+  heldout: T[];
+}
 
-export const dishes = [
-  '牛肉面', '宫保鸡丁', '麻辣烫', '黄焖鸡米饭', '奶茶', '汉堡', '披萨', '酸菜鱼', '煎饼果子', '小龙虾',
-  '炸鸡', '水果捞', '烤鸭饭', '螺蛳粉', '寿司', '凉皮', '饺子', '盖浇饭', '沙拉', '咖啡',
-];
+const chineseDigits = ['', '一', '二', '三', '四', '五', '六', '七', '八', '九'];
+
+/** Writes 1..99 in Chinese numerals: 十五, 二十, 四十五. */
+export function chineseNumber(n: number): string {
+  const tens = Math.floor(n / 10);
+  const ones = n % 10;
+  if (tens === 0) return chineseDigits[ones]!;
+  return `${tens === 1 ? '' : chineseDigits[tens]}十${chineseDigits[ones]}`;
+}
+
+/**
+ * Waiting times a customer mentions. Numbers ending in 4 or 9 are held out, so the held-out
+ * split asks the model to copy spans it never saw.
+ */
+export const waitedDurations: SplitBank<string> = (() => {
+  const bank: SplitBank<string> = { train: [], heldout: [] };
+  for (let n = 15; n <= 95; n++) {
+    const part = n % 5 === 4 ? bank.heldout : bank.train;
+    part.push(`${n}分钟`);
+    if (n % 5 === 0 || n % 5 === 4) part.push(`${chineseNumber(n)}分钟`);
+    if (n % 10 === 0) part.push(`${chineseNumber(n)}多分钟`, `${n}多分钟`);
+  }
+  bank.train.push('半小时', '一个小时', '快一个钟头', '一个多小时', '三刻钟', '一个半小时', '半个多小时', '两个小时');
+  bank.heldout.push('半个小时', '一个多钟头', '快两个小时', '一小时');
+  return bank;
+})();
+
+const dishFlavours = ['红烧', '香辣', '麻辣', '酸辣', '黑椒', '番茄', '蒜香', '招牌', '秘制', '葱油', '孜然', '咖喱', '照烧', '泡椒', '干煸', '糖醋', '椒盐', '鲜虾', '香菇', '卤肉'];
+const dishBases = ['牛肉面', '鸡排饭', '炒饭', '米线', '饺子', '盖饭', '拌面', '汉堡', '披萨', '寿司', '炸鸡', '烤鱼', '馄饨', '凉皮', '煲仔饭', '肠粉', '烤串', '麻辣烫', '鸡腿饭', '三明治'];
+const plainDishes = ['奶茶', '咖啡', '酸菜鱼', '煎饼果子', '小龙虾', '水果捞', '螺蛳粉', '沙拉', '宫保鸡丁', '黄焖鸡米饭', '杨枝甘露', '柠檬茶'];
+
+/** Dish names: flavour × base, with one combination in five held out, plus plain names. */
+export const dishes: SplitBank<string> = (() => {
+  const bank: SplitBank<string> = { train: [], heldout: [] };
+  dishFlavours.forEach((flavour, f) =>
+    dishBases.forEach((base, b) => ((f + b) % 5 === 4 ? bank.heldout : bank.train).push(flavour + base)),
+  );
+  plainDishes.forEach((dish, i) => (i % 5 === 4 ? bank.heldout : bank.train).push(dish));
+  return bank;
+})();
 
 export interface Tail {
   text: string;
@@ -65,6 +108,10 @@ export const tails: Tail[] = [
   { text: '，什么破服务', emotion: 'angry' }, { text: '，麻烦帮忙看看', emotion: 'calm' }, { text: '，我赶时间', emotion: 'anxious' },
   { text: '，太过分了！', emotion: 'angry' }, { text: '？', emotion: 'calm' }, { text: '，我要投诉！', emotion: 'angry' },
   { text: '，等得好着急', emotion: 'anxious' }, { text: '，辛苦', emotion: 'calm' }, { text: '，气死我了', emotion: 'angry' },
+  { text: '，麻烦了', emotion: 'calm' }, { text: '，快饿晕了', emotion: 'anxious' }, { text: '，你们怎么搞的！', emotion: 'angry' },
+  { text: '，谢谢啊', emotion: 'calm' }, { text: '，我下午还要上班', emotion: 'anxious' }, { text: '，差评！', emotion: 'angry' },
+  { text: '，请尽快', emotion: 'anxious' }, { text: '，拜托了', emotion: 'calm' }, { text: '，真是无语了', emotion: 'angry' },
+  { text: '，好急', emotion: 'anxious' },
 ];
 
 /** Replies of the user-facing agent; `{name}` placeholders are reply slots filled from tool results. */
@@ -193,17 +240,28 @@ export const riderEtaSentences = [
   '电梯太慢了，{eta}能送上去', '刚取餐，{eta}送到', '还有{eta}，不好意思', '估计{eta}能到', '离得不远了，{eta}',
 ];
 
-export const riderEtaExpressions = {
-  digits: ['{n}分钟', '{n}分钟左右'],
-  chinese: ['五分钟', '十分钟', '十五分钟', '二十分钟', '半小时', '八分钟', '三分钟', '十二分钟', '二十五分钟', '六分钟'],
-};
+/** Time expressions a rider gives; minutes ending in 4 or 9 are held out. */
+export const riderEtaExpressions: SplitBank<string> = (() => {
+  const bank: SplitBank<string> = { train: [], heldout: [] };
+  for (let n = 1; n <= 45; n++) {
+    const part = n % 5 === 4 ? bank.heldout : bank.train;
+    part.push(`${n}分钟`, `${chineseNumber(n)}分钟`);
+    if (n >= 5) part.push(`${n}分钟左右`);
+  }
+  bank.train.push('半小时', '半个小时', '一刻钟', '一个小时');
+  bank.heldout.push('半小时左右', '一个钟头');
+  return bank;
+})();
 
 export const riderDelaySentences = [
   '路上{reason}，我尽快', '{reason}了，不好意思', '这边{reason}，在想办法', '{reason}，会晚一点', '抱歉，{reason}',
   '刚才{reason}，马上处理好', '{reason}，稍等一下', '实在不好意思，{reason}', '遇到{reason}了', '{reason}，我加快速度',
 ];
 
-export const riderDelayReasons = ['堵车', '下大雨', '电动车没电', '找不到地址', '商家出餐慢', '小区进不去', '电梯坏了', '车胎爆了', '顾客电话打不通', '单子太多'];
+export const riderDelayReasons = [
+  '堵车', '下大雨', '电动车没电', '找不到地址', '商家出餐慢', '小区进不去', '电梯坏了', '车胎爆了', '顾客电话打不通', '单子太多',
+  '路上出了点事故', '导航错了', '等红灯', '前面修路', '保安不让进',
+];
 
 export const riderDeliveredSentences = [
   '已经送到了', '刚放门口了', '已送达，放前台了', '送到了，顾客拿了', '已经交给顾客了',

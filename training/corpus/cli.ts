@@ -15,7 +15,7 @@ import { trainByteLevelBpe } from './bpe.ts';
 const program = new Command()
   .option('--out <dir>', 'folder for the corpus files', 'training/out/corpus')
   .option('--model-dir <dir>', 'model folder that receives tokenizer.json', 'models/sanfang-moe-v0')
-  .option('--train-conversations <n>', 'user-facing conversations in the training split', '6000')
+  .option('--train-conversations <n>', 'user-facing conversations in the training split', '9000')
   .option('--heldout-conversations <n>', 'user-facing conversations in the held-out split', '400')
   .option('--vocab-size <n>', 'tokenizer vocabulary size, special tokens included', '3000')
   .option('--seed <n>', 'random seed', '20261204')

@@ -71,13 +71,13 @@ function customerUtterance(random: Random, heldOut: boolean, intent: Intent): Cu
 
   let core = pick(random, b(intent === 'request_compensation' ? bank.compensationCores : bank.deliveryCores));
   if (core.includes('{dish}')) {
-    const dish = pick(random, b(bank.dishes));
+    const dish = pick(random, heldOut ? bank.dishes.heldout : bank.dishes.train);
     core = core.replace('{dish}', dish);
     entities.dish = dish;
   }
   let text = pick(random, b(bank.openers)) + core.replace(/[？?！!]$/, '');
   if (random() < 0.45) {
-    const duration = pick(random, b(bank.waitedDurations));
+    const duration = pick(random, heldOut ? bank.waitedDurations.heldout : bank.waitedDurations.train);
     text += '，' + pick(random, b(bank.waitedClauses)).replace('{dur}', duration);
     entities.waited = duration;
   }
@@ -166,14 +166,8 @@ export function userAgentConversation(random: Random, heldOut: boolean): Example
   return examples;
 }
 
-const chineseNumbers: Record<number, string> = { 3: '三', 5: '五', 6: '六', 8: '八', 10: '十', 12: '十二', 15: '十五', 20: '二十', 25: '二十五' };
-
 function riderEtaExpression(random: Random, heldOut: boolean): string {
-  if (random() < 0.65) {
-    return pick(random, bank.splitBank(bank.riderEtaExpressions.digits, false)).replace('{n}', String(int(random, 1, 40)));
-  }
-  const expression = pick(random, bank.splitBank(bank.riderEtaExpressions.chinese, heldOut));
-  return expression;
+  return pick(random, heldOut ? bank.riderEtaExpressions.heldout : bank.riderEtaExpressions.train);
 }
 
 /** One exchange of the rider-facing agent with a rider about an ETA. */

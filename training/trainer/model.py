@@ -128,7 +128,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class Attention(nn.Module):
-    """Grouped-query attention with the KV cache concatenated inside the graph."""
+    """Grouped-query attention with the KV cache concatenated inside the graph.
+
+    NOTE: the concat copies the whole cache on every decode step, so the cost
+    of a step grows with the context length even at batch 1.
+    """
 
     def __init__(self, config: MoeConfig):
         super().__init__()
@@ -154,7 +158,9 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q = apply_rotary(q, cos, sin)
+        # Scaling q instead of the scores touches head_dim values per query
+        # rather than one per visible key.
+        q = apply_rotary(q, cos, sin) * self.scale
         k = apply_rotary(k, cos, sin)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
@@ -165,10 +171,10 @@ class Attention(nn.Module):
         # without copying K and V group_size times.
         total = k.shape[2]
         q = q.reshape(batch, self.num_kv_heads, self.group_size * seq, self.head_dim)
-        scores = torch.matmul(q, k.transpose(2, 3)) * self.scale
+        scores = torch.matmul(q, k.transpose(2, 3))
         scores = scores.view(batch, self.num_kv_heads, self.group_size, seq, total)
         # A finite minimum (not -inf) keeps rows with no visible key, such as
-        # left-padding queries, finite: they softmax to a uniform average.
+        # left-padding queries, free of NaN, because they softmax to a uniform average.
         scores = torch.where(allowed, scores, torch.tensor(torch.finfo(torch.float32).min, dtype=scores.dtype))
         weights = torch.softmax(scores, dim=-1).view(batch, self.num_kv_heads, self.group_size * seq, total)
         context = torch.matmul(weights, v).view(batch, self.num_heads, seq, self.head_dim)
@@ -208,6 +214,7 @@ class SparseMoe(nn.Module):
 
     def __init__(self, config: MoeConfig):
         super().__init__()
+        self.hidden_size = config.hidden_size
         self.num_experts = config.num_local_experts
         self.top_k = config.num_experts_per_tok
         self.router = nn.Linear(config.hidden_size, self.num_experts, bias=False)
@@ -216,8 +223,7 @@ class SparseMoe(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, token_mask: Optional[torch.Tensor] = None, with_stats: bool = False) -> MoeOutput:
-        hidden_size = x.shape[-1]
-        flat = x.reshape(-1, hidden_size)
+        flat = x.reshape(-1, self.hidden_size)
         probs = torch.softmax(self.router(flat), dim=-1)
         top_weights, top_experts = probs.topk(self.top_k, dim=-1)
         top_weights = top_weights / top_weights.sum(dim=-1, keepdim=True)
@@ -226,12 +232,13 @@ class SparseMoe(nn.Module):
 
         output = torch.zeros_like(flat)
         for index, expert in enumerate(self.experts):
-            # topk returns distinct experts per token, so each token appears at
-            # most once in `tokens` and the scatter never adds a token twice.
+            # Slot s is choice s % top_k of token s // top_k. Slots are never
+            # negative, so truncating division equals floor division and exports
+            # as a single Div.
             slots = torch.nonzero(slot_experts == index)[:, 0]
-            tokens = torch.div(slots, self.top_k, rounding_mode="floor")
+            tokens = torch.div(slots, self.top_k, rounding_mode="trunc")
             routed = expert(flat.index_select(0, tokens)) * slot_weights.index_select(0, slots)[:, None]
-            output = output.scatter_add(0, tokens[:, None].expand(-1, hidden_size), routed)
+            output = output.scatter_add(0, tokens[:, None].expand(-1, self.hidden_size), routed)
         output = output.view_as(x)
 
         if not with_stats:
@@ -307,7 +314,7 @@ class MoeForCausalLM(nn.Module):
         """Run the layers and return the final normed hidden states and the presents.
 
         attention_mask is [batch, past + seq] with 1 on real tokens and 0 on
-        padding. The query at cache index past + j sees key k when
+        padding. The query at cache index past + j attends to key k when
         k <= past + j and attention_mask[b, k] == 1, which covers left padding.
         With with_stats, also returns the mean balance loss over layers and the
         per-layer expert token counts [layers, experts] over unmasked tokens.
