@@ -151,8 +151,6 @@ export class CaseService {
     const found = this.getCase(caseId);
     const order = getOrder(this.options.db, found.orderId);
     if (!order?.riderId || this.options.isRiderOnline?.(order.riderId)) return;
-    const context = this.actorFor(caseId).getSnapshot().context;
-    if (context.riderText !== null) return;
 
     const reply = (async () => {
       const eta = order.riderEtaMin ?? 15;

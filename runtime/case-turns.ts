@@ -54,6 +54,18 @@ function actionFitsFacts(action: Action, facts: DeliveryFacts): boolean {
   }
 }
 
+/**
+ * Whether a reply template states what the customer must hear: the ETA once it is known and
+ * the coupon when one is issued. A valid turn that leaves either out is replaced by a
+ * strategy reply.
+ */
+function replyStatesFacts(template: string, action: Action, facts: DeliveryFacts): boolean {
+  const speaksOfDelivery = facts.order === 'delivering' && typeof facts.eta === 'number' && (action === 'none' || action === 'issue_coupon');
+  if (speaksOfDelivery && !template.includes('{eta_min}')) return false;
+  if (action === 'issue_coupon' && !template.includes('{coupon_yuan}')) return false;
+  return true;
+}
+
 const maxUserSteps = 4;
 
 export async function userTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<UserTurnOutput> {
@@ -84,7 +96,7 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
 
     let action: Action;
     let reply: string | null;
-    if (result.status === 'ok' && actionFitsFacts(result.turn.action, facts)) {
+    if (result.status === 'ok' && actionFitsFacts(result.turn.action, facts) && replyStatesFacts(result.turn.reply, result.turn.action, facts)) {
       action = result.turn.action;
       reply = result.reply;
       logger.info({ intent: result.turn.intent, emotion: result.turn.emotion, action, latencyMs: Math.round(result.latencyMs) }, 'user agent turn');
@@ -92,7 +104,7 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
       const decision = fallbackDecision(facts);
       action = decision.action;
       reply = decision.strategy ? renderStrategy(decision.strategy, context.locale, slots) : null;
-      const reason = result.status === 'fallback' ? result.reason : `action ${result.turn.action} does not fit the facts`;
+      const reason = result.status === 'fallback' ? result.reason : `turn (${result.turn.action}) does not fit the facts`;
       logger.warn({ reason, detail: result.status === 'fallback' ? result.detail : undefined, action, strategy: decision.strategy }, 'user agent turn fell back to a strategy');
     }
 

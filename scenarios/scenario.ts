@@ -16,6 +16,8 @@ export const scenarioSchema = z
         order: z.enum(demoOrderKeys),
         goal: z.enum(['late_order', 'compensation']).default('late_order'),
         mood: z.enum(['calm', 'anxious', 'angry']).default('anxious'),
+        /** Said instead when the simulated customer's opening turn does not validate. */
+        opening: z.string().min(1).default('我的外卖怎么还没到？'),
         /** Simulated customer messages at most; the customer also stops when it says goodbye. */
         maxTurns: z.number().int().min(1).max(10).default(3),
       })

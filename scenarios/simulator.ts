@@ -75,10 +75,12 @@ export async function simulate(scenario: Scenario, options: SimulateOptions): Pr
         seed: scenario.seed + turn,
         priority: 'simulation',
       });
-      if (result.status !== 'ok') throw new Error(`simulated customer produced no valid turn: ${result.status === 'fallback' ? `${result.reason}: ${result.detail}` : result.status}`);
-      if (result.turn.action === 'end' && turn > 0) break;
+      // A simulated customer that produces no valid turn opens with the scripted line, or stops.
+      if (result.status !== 'ok' && turn > 0) break;
+      if (result.status === 'ok' && result.turn.action === 'end' && turn > 0) break;
+      const text = result.status === 'ok' && result.reply.trim() ? result.reply : scenario.customer.opening;
 
-      cases.customerMessage(opened.id, result.reply, `sim-${turn}`);
+      cases.customerMessage(opened.id, text, `sim-${turn}`);
       customerTurns++;
       await cases.settled(opened.id, 120_000);
       if (getCase(store.db, opened.id)?.status === 'handoff') break;

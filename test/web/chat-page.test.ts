@@ -18,10 +18,14 @@ import { startChatServer, type TestChatServer } from './chat-server.ts';
 
 const modelDir = fileURLToPath(new URL('../../models/sanfang-moe-v0/', import.meta.url));
 const modelFile = join(modelDir, 'onnx', 'model.onnx');
-const modelMissing = !existsSync(modelFile);
-const skipReason = `the model is missing: ${modelFile} does not exist; train and export models/sanfang-moe-v0 first`;
-
 const chromiumPath = '/usr/bin/chromium';
+// CI installs Debian's chromium (.ci/run), so there a missing browser fails the run instead of skipping.
+const chromiumMissing = !existsSync(chromiumPath) && !process.env.CI;
+const modelMissing = !existsSync(modelFile) || chromiumMissing;
+const skipReason = chromiumMissing
+  ? `Debian's chromium is not installed at ${chromiumPath}; run: apt-get install chromium`
+  : `the model is missing: ${modelFile} does not exist; train and export models/sanfang-moe-v0 first`;
+
 const chromiumArgs = [
   '--headless',
   '--no-sandbox',

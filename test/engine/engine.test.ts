@@ -1,0 +1,168 @@
+import { copyFileSync, cpSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine } from '../../engine/engine.ts';
+import { renderPrompt } from '../../agents/prompt.ts';
+import { defaultModelDir } from '../support/model.ts';
+
+const prompts = [
+  renderPrompt({ role: 'user_agent', locale: 'zh', facts: { order: 'none' }, transcript: [{ speaker: 'customer', text: '我的外卖怎么还没到？' }] }),
+  renderPrompt({ role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: 0 }, transcript: [] }),
+  renderPrompt({ role: 'sim_rider', locale: 'zh', facts: { eta: 12, situation: 'normal' }, transcript: [{ speaker: 'agent', text: '请问多久能到？' }] }),
+  renderPrompt({
+    role: 'user_agent',
+    locale: 'zh',
+    facts: { order: 'delivering', eta: 9, late: 25, comp: 'due' },
+    transcript: [
+      { speaker: 'customer', text: '外卖到哪了，我都等了一个小时了' },
+      { speaker: 'agent', text: '我这就帮您联系骑手问一下，请稍候。' },
+    ],
+  }),
+];
+
+let engine: Engine;
+
+beforeAll(async () => {
+  engine = await Engine.load({ modelDir: defaultModelDir, maxBatchSize: 8, maxQueuedRequests: 8 });
+});
+
+afterAll(async () => {
+  await engine.close();
+});
+
+describe('Engine generation', () => {
+  it('decodes greedily and deterministically', async () => {
+    const first = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 40 });
+    const second = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 40 });
+    expect(first.text.length).toBeGreaterThan(0);
+    expect(second.text).toBe(first.text);
+    expect(first.completionTokens).toBeGreaterThan(0);
+  });
+
+  it('gives batched requests the sequential result', async () => {
+    const sequential: string[] = [];
+    for (const prompt of prompts) sequential.push((await engine.generate({ prompt, maxNewTokens: 60 })).text);
+    const batched = await Promise.all(prompts.map((prompt) => engine.generate({ prompt, maxNewTokens: 60 })));
+    expect(batched.map((r) => r.text)).toEqual(sequential);
+  });
+
+  it('streams text that adds up to the result', async () => {
+    const pieces: string[] = [];
+    const result = await engine.generate({ prompt: prompts[3]!, maxNewTokens: 60, onText: (delta) => pieces.push(delta) });
+    expect(pieces.length).toBeGreaterThan(1);
+    expect(pieces.join('')).toBe(result.text);
+  });
+
+  it('stops at maxNewTokens', async () => {
+    const result = await engine.generate({ prompt: prompts[3]!, maxNewTokens: 3 });
+    expect(result.completionTokens).toBe(3);
+    expect(result.finishReason).toBe('length');
+  });
+
+  it('stops at a stop string', async () => {
+    const result = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 60, stop: ['"emotion"'] });
+    expect(result.finishReason).toBe('stop');
+    expect(result.text).not.toContain('"emotion"');
+  });
+
+  it('repeats a seeded sample', async () => {
+    const sampling = { temperature: 1, topP: 0.95, seed: 42 };
+    const first = await engine.generate({ prompt: prompts[2]!, maxNewTokens: 30, sampling });
+    const second = await engine.generate({ prompt: prompts[2]!, maxNewTokens: 30, sampling });
+    expect(second.text).toBe(first.text);
+  });
+});
+
+describe('Engine cancellation', () => {
+  it('rejects a request aborted before start', async () => {
+    const controller = new AbortController();
+    controller.abort();
+    await expect(engine.generate({ prompt: prompts[0]!, signal: controller.signal })).rejects.toMatchObject({ code: 'aborted' });
+  });
+
+  it('aborts during decode and keeps serving', async () => {
+    const controller = new AbortController();
+    let pieces = 0;
+    const aborted = engine.generate({
+      prompt: prompts[3]!,
+      maxNewTokens: 200,
+      onText: () => {
+        if (++pieces === 3) controller.abort();
+      },
+      signal: controller.signal,
+    });
+    const other = engine.generate({ prompt: prompts[1]!, maxNewTokens: 40 });
+    await expect(aborted).rejects.toMatchObject({ code: 'aborted' });
+    expect((await other).text.length).toBeGreaterThan(0);
+    expect(engine.stats().running).toBe(0);
+  });
+
+  it('survives a storm of aborts', async () => {
+    const requests = Array.from({ length: 8 }, (_, i) => {
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), i * 3);
+      return engine.generate({ prompt: prompts[i % prompts.length]!, maxNewTokens: 100, signal: controller.signal }).catch((error) => error);
+    });
+    await Promise.all(requests);
+    const after = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 20 });
+    expect(after.completionTokens).toBeGreaterThan(0);
+    expect(engine.stats()).toMatchObject({ queued: 0, running: 0 });
+  });
+});
+
+describe('Engine bad input', () => {
+  it.each([
+    ['maxNewTokens of 0', { maxNewTokens: 0 }],
+    ['huge maxNewTokens', { maxNewTokens: 1_000_000 }],
+    ['negative temperature', { sampling: { temperature: -1 } }],
+    ['topP above 1', { sampling: { temperature: 1, topP: 1.5 } }],
+    ['empty prompt', { prompt: '' }],
+  ])('rejects %s', async (_name, overrides) => {
+    await expect(engine.generate({ prompt: prompts[0]!, ...overrides })).rejects.toMatchObject({ code: 'invalid_request' });
+  });
+
+  it('rejects a prompt past the context', async () => {
+    const prompt = '我的外卖怎么还没到'.repeat(400);
+    await expect(engine.generate({ prompt, maxNewTokens: 10 })).rejects.toMatchObject({ code: 'context_overflow' });
+  });
+
+  it('rejects work past the queue bound', async () => {
+    const requests = Array.from({ length: 20 }, () => engine.generate({ prompt: prompts[1]!, maxNewTokens: 20 }).catch((error) => error));
+    const results = await Promise.all(requests);
+    const overloaded = results.filter((r) => r instanceof Error && (r as { code?: string }).code === 'overloaded');
+    expect(overloaded.length).toBeGreaterThan(0);
+    expect(results.length - overloaded.length).toBeGreaterThanOrEqual(8);
+    expect(engine.stats().rejected).toBeGreaterThanOrEqual(overloaded.length);
+  });
+});
+
+describe('Engine.load', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sanfang-model-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('names a missing model file', async () => {
+    const broken = join(dir, 'missing');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    unlinkSync(join(broken, 'tokenizer.json'));
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('tokenizer.json') });
+  });
+
+  it('names a corrupt ONNX file', async () => {
+    const broken = join(dir, 'corrupt');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    writeFileSync(join(broken, 'onnx', 'model.onnx'), 'not a model');
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.onnx') });
+  });
+
+  it('names an invalid config', async () => {
+    const broken = join(dir, 'config');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    copyFileSync(join(broken, 'tokenizer_config.json'), join(broken, 'config.json'));
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('config.json') });
+  });
+
+  it('rejects a missing folder', async () => {
+    await expect(Engine.load({ modelDir: join(dir, 'nowhere') })).rejects.toMatchObject({ code: 'model_load_failed' });
+  });
+});
