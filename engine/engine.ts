@@ -3,8 +3,8 @@
  * and then decoded together, one token per running request per step, in a single batched call.
  *
  * NOTE: this is the v0 scheduler. Prefill is not chunked, and the batch's KV cache is rebuilt
- * by copying whenever a request joins or leaves; with the standard layout the graph also copies
- * the whole cache on every step (past/present concat). Both costs grow with context length.
+ * by copying whenever a request joins or leaves. With the standard layout the graph also copies
+ * the whole cache on every step (past/present concat), so both costs grow with context length.
  */
 import { z } from 'zod';
 import { EngineError, EngineOverloaded } from './errors.ts';
@@ -85,7 +85,7 @@ interface Sequence {
   cleanup: () => void;
 }
 
-/** Where a running sequence's KV rows live: a row of a (left-padded) tensor set. */
+/** The location of a running sequence's KV rows: one row of a left-padded tensor set. */
 interface CacheLocation {
   tensors: Float32Array[];
   row: number;
@@ -131,7 +131,9 @@ export class Engine implements TextGenerator {
   }
 
   stats(): EngineStats {
-    return { queued: this.queue.length, running: this.running.length, ...this.counters };
+    // A settled sequence keeps its batch row until the next step boundary, so only live ones count.
+    const live = (list: Sequence[]) => list.filter((s) => !s.settled).length;
+    return { queued: live(this.queue), running: live(this.running), ...this.counters };
   }
 
   generate(request: GenerateRequest): Promise<GenerateResult> {

@@ -36,7 +36,7 @@ export interface CaseServiceOptions {
   config: Config;
   agent: AgentOptions;
   now?: () => number;
-  /** Whether a human rider is connected; when none is, the simulated rider answers. */
+  /** Whether a human rider is connected. When none is, the simulated rider replies instead. */
   isRiderOnline?: (riderId: string) => boolean;
 }
 

@@ -29,7 +29,7 @@ export interface TurnDeps {
   deliver: (caseId: string, party: Party, text: string, key: string) => void;
 }
 
-/** The case's transcript with one party, as prompt lines. */
+/** Loads the case's transcript with one party as prompt lines. */
 export function transcriptWith(deps: TurnDeps, caseId: string, party: 'customer' | 'rider'): TranscriptLine[] {
   return listMessagesAfter(deps.tools.db, caseId, 0)
     .filter((message) => message.party === party)
@@ -40,7 +40,7 @@ function couponsIssuedYuan(deps: TurnDeps, caseId: string): number {
   return listCouponsForCase(deps.tools.db, caseId).reduce((sum, coupon) => sum + coupon.amountFen, 0) / 100;
 }
 
-/** Whether `action` is a step the facts allow; a model turn asking for anything else is not trusted. */
+/** Checks that `action` is a step the facts allow, because a model turn asking for anything else is not trusted. */
 function actionFitsFacts(action: Action, facts: DeliveryFacts): boolean {
   switch (action) {
     case 'lookup_order':
@@ -82,7 +82,9 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
   if (facts.comp === 'due' && dueCouponYuan <= 0) facts = { ...facts, comp: 'no' };
 
   for (let step = 0; step < maxUserSteps; step++) {
-    const couponYuan = facts.comp === 'due' ? dueCouponYuan : facts.comp === 'issued' ? issued : undefined;
+    let couponYuan: number | undefined;
+    if (facts.comp === 'due') couponYuan = dueCouponYuan;
+    else if (facts.comp === 'issued') couponYuan = issued;
     const slots = replySlotValues(facts, context.orderId, couponYuan);
     const result = await runAgentTurn(deps.agent, {
       role: 'user_agent',
@@ -196,7 +198,7 @@ export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: Ab
   return ask(renderStrategy('rider.re_ask', context.locale));
 }
 
-/** The platform's own ETA, used when the rider does not answer in time. */
+/** Returns the facts with the platform's own ETA, used when the rider does not reply in time. */
 export async function platformEta(deps: TurnDeps, context: CaseContext): Promise<DeliveryFacts> {
   const order = getOrder(deps.tools.db, context.orderId);
   const eta = order?.riderEtaMin ?? 15;

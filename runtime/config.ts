@@ -7,6 +7,13 @@ export const configSchema = z.object({
   port: z.coerce.number().int().min(0).max(65535).default(3000),
   dbPath: z.string().default('data/sanfang.db'),
   modelDir: z.string().default('models/sanfang-moe-v0'),
+  /** `onnx` runs the model folder in-process; `remote` sends every turn to an OpenAI-compatible server. */
+  engineBackend: z.enum(['onnx', 'remote']).default('onnx'),
+  /** Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang). */
+  remoteBaseUrl: z.string().url().optional(),
+  remoteModel: z.string().default('sanfang'),
+  remoteApiKey: z.string().optional(),
+  remoteApi: z.enum(['completions', 'chat']).default('completions'),
   executionProvider: z.enum(['cpu', 'cuda']).default('cpu'),
   /** Threads onnxruntime uses inside one operator. */
   engineThreads: z.coerce.number().int().min(1).max(64).default(1),
@@ -36,6 +43,11 @@ const environmentKeys: Record<string, keyof Config> = {
   SANFANG_DB: 'dbPath',
   SANFANG_MODEL_DIR: 'modelDir',
   SANFANG_EXECUTION_PROVIDER: 'executionProvider',
+  SANFANG_ENGINE_BACKEND: 'engineBackend',
+  SANFANG_REMOTE_BASE_URL: 'remoteBaseUrl',
+  SANFANG_REMOTE_MODEL: 'remoteModel',
+  SANFANG_REMOTE_API_KEY: 'remoteApiKey',
+  SANFANG_REMOTE_API: 'remoteApi',
   SANFANG_ENGINE_THREADS: 'engineThreads',
   SANFANG_TURN_TIMEOUT_MS: 'turnTimeoutMs',
   SANFANG_RIDER_REPLY_TIMEOUT_MS: 'riderReplyTimeoutMs',
@@ -49,7 +61,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env, overrid
   for (const [variable, key] of Object.entries(environmentKeys)) {
     if (environment[variable] !== undefined && environment[variable] !== '') values[key] = environment[variable];
   }
-  const parsed = configSchema.safeParse({ ...values, ...overrides });
+  const parsed = configSchema
+    .refine((config) => config.engineBackend !== 'remote' || config.remoteBaseUrl !== undefined, {
+      path: ['remoteBaseUrl'],
+      message: 'SANFANG_REMOTE_BASE_URL is required when SANFANG_ENGINE_BACKEND is remote',
+    })
+    .safeParse({ ...values, ...overrides });
   if (!parsed.success) {
     const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
     throw new Error(`invalid configuration: ${detail}`);

@@ -2,7 +2,8 @@
  * `npm start`: opens (and on first start creates, migrates and seeds) the SQLite file, loads
  * the default model into the shared engine, resumes open cases and serves the chat page.
  */
-import { Engine } from '../engine/engine.ts';
+import { Engine, type TextGenerator } from '../engine/engine.ts';
+import { OpenAiCompatibleGenerator } from '../engine/remote/openai-backend.ts';
 import { CaseService } from './case-service.ts';
 import { loadConfig } from './config.ts';
 import { log } from './log.ts';
@@ -14,14 +15,26 @@ const config = loadConfig();
 const store = openStore(config.dbPath);
 if (seedDemoData(store.db, Date.now())) log.info({ dbPath: config.dbPath }, 'seeded demo data');
 
-const engine = await Engine.load({
-  modelDir: config.modelDir,
-  executionProvider: config.executionProvider,
-  intraOpThreads: config.engineThreads,
-  maxBatchSize: config.engineMaxBatchSize,
-  maxQueuedRequests: config.engineMaxQueuedRequests,
-});
-log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
+let engine: TextGenerator & { close(): Promise<void> };
+if (config.engineBackend === 'remote') {
+  engine = new OpenAiCompatibleGenerator({
+    baseUrl: config.remoteBaseUrl!,
+    model: config.remoteModel,
+    apiKey: config.remoteApiKey,
+    api: config.remoteApi,
+    logger: log,
+  });
+  log.info({ baseUrl: config.remoteBaseUrl, model: config.remoteModel }, 'using the remote engine');
+} else {
+  engine = await Engine.load({
+    modelDir: config.modelDir,
+    executionProvider: config.executionProvider,
+    intraOpThreads: config.engineThreads,
+    maxBatchSize: config.engineMaxBatchSize,
+    maxQueuedRequests: config.engineMaxQueuedRequests,
+  });
+  log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
+}
 
 let server: ChatServer | undefined;
 const cases = new CaseService({

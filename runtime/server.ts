@@ -1,6 +1,6 @@
 /**
  * The HTTP and WebSocket server: serves the chat page and speaks the protocol of protocol.ts.
- * Only this module imports `ws`. A bad frame is answered with a typed error frame and the
+ * Only this module imports `ws`. A bad frame gets a typed error frame in return, and the
  * connection stays open.
  */
 import { readFileSync } from 'node:fs';
@@ -73,7 +73,7 @@ export class ChatServer {
     this.wss.on('connection', (socket) => this.handleConnection(socket));
   }
 
-  /** Whether a rider is connected right now; the case service asks before simulating one. */
+  /** Whether a rider is connected right now. The case service checks this before simulating one. */
   isRiderOnline(riderId: string): boolean {
     for (const session of this.sockets.values()) if (session.role === 'rider' && session.riderId === riderId) return true;
     return false;
@@ -94,8 +94,8 @@ export class ChatServer {
   async close(): Promise<void> {
     this.unsubscribe();
     for (const socket of this.wss.clients) socket.terminate();
-    // With an external HTTP server, ws's close callback waits on every client socket's close
-    // event; the HTTP server's own close below already waits for them, so it is not awaited.
+    // With an external HTTP server, ws's close callback waits for every client socket's close
+    // event. The HTTP server's own close below already waits for those sockets, so this one is not awaited.
     this.wss.close();
     const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeAllConnections();

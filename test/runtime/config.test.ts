@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../runtime/config.ts';
+
+describe('loadConfig', () => {
+  it('uses the embedded defaults', () => {
+    const config = loadConfig({});
+    expect(config.dbPath).toBe('data/sanfang.db');
+    expect(config.modelDir).toBe('models/sanfang-moe-v0');
+    expect(config.engineBackend).toBe('onnx');
+    expect(config.host).toBe('127.0.0.1');
+  });
+
+  it('reads environment variables', () => {
+    const config = loadConfig({ PORT: '4123', SANFANG_LATE_THRESHOLD_MIN: '15', SANFANG_DB: '/tmp/x.db' });
+    expect(config.port).toBe(4123);
+    expect(config.lateThresholdMin).toBe(15);
+    expect(config.dbPath).toBe('/tmp/x.db');
+  });
+
+  it('rejects an invalid port', () => {
+    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/port/);
+  });
+
+  it('requires a URL for the remote backend', () => {
+    expect(() => loadConfig({ SANFANG_ENGINE_BACKEND: 'remote' })).toThrow(/SANFANG_REMOTE_BASE_URL/);
+    const config = loadConfig({ SANFANG_ENGINE_BACKEND: 'remote', SANFANG_REMOTE_BASE_URL: 'http://127.0.0.1:8000/v1' });
+    expect(config.remoteBaseUrl).toBe('http://127.0.0.1:8000/v1');
+  });
+});
