@@ -34,6 +34,8 @@ export interface AgentOptions {
   engine: TextGenerator;
   turnTimeoutMs: number;
   maxTurnTokens?: number;
+  /** Called with every finished turn, e.g. to count outcomes in metrics. */
+  observe?: (role: Role, result: AgentTurnResult) => void;
 }
 
 function engineFallbackReason(code: EngineErrorCode): FallbackReason {
@@ -41,6 +43,12 @@ function engineFallbackReason(code: EngineErrorCode): FallbackReason {
 }
 
 export async function runAgentTurn(options: AgentOptions, input: AgentTurnInput): Promise<AgentTurnResult> {
+  const result = await runTurn(options, input);
+  options.observe?.(input.role, result);
+  return result;
+}
+
+async function runTurn(options: AgentOptions, input: AgentTurnInput): Promise<AgentTurnResult> {
   const started = performance.now();
   const elapsed = () => performance.now() - started;
   const timeout = AbortSignal.timeout(options.turnTimeoutMs);

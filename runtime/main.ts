@@ -7,6 +7,7 @@ import { OpenAiCompatibleGenerator } from '../engine/remote/openai-backend.ts';
 import { CaseService } from './case-service.ts';
 import { loadConfig } from './config.ts';
 import { log } from './log.ts';
+import { createMetrics } from './metrics.ts';
 import { ChatServer } from './server.ts';
 import { openStore } from './store/db.ts';
 import { seedDemoData } from './store/seed.ts';
@@ -36,14 +37,20 @@ if (config.engineBackend === 'remote') {
   log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
 }
 
+const metrics = createMetrics(engine instanceof Engine ? () => engine.stats() : undefined);
+const observe = (role: string, result: { status: string; latencyMs: number; reason?: string }) => {
+  metrics.agentTurns.inc({ role, outcome: result.status === 'fallback' ? (result.reason ?? 'fallback') : result.status });
+  metrics.agentTurnSeconds.observe({ role }, result.latencyMs / 1000);
+};
+
 let server: ChatServer | undefined;
 const cases = new CaseService({
   db: store.db,
   config,
-  agent: { engine, turnTimeoutMs: config.turnTimeoutMs },
+  agent: { engine, turnTimeoutMs: config.turnTimeoutMs, observe },
   isRiderOnline: (riderId) => server?.isRiderOnline(riderId) ?? false,
 });
-server = new ChatServer(store.db, cases, config);
+server = new ChatServer(store.db, cases, config, metrics.registry);
 cases.resumeOpenCases();
 const running = await server.listen();
 console.log(`Sanfang is listening on ${running.url}`);

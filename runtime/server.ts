@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { CaseService, CaseServiceError } from './case-service.ts';
 import type { Config } from './config.ts';
+import type { Registry } from 'prom-client';
 import { log } from './log.ts';
 import { clientFrameSchema, type ClientFrame, type ErrorCode, type ServerFrame, type WireMessage } from './protocol.ts';
 import { getCaseByResumeToken } from './store/cases.ts';
@@ -67,6 +68,7 @@ export class ChatServer {
     private readonly db: Db,
     private readonly cases: CaseService,
     private readonly config: Config,
+    private readonly metrics?: Registry,
   ) {
     this.http = createServer((request, response) => this.handleHttp(request, response));
     this.wss = new WebSocketServer({ server: this.http, path: '/ws', maxPayload: hardFrameLimitBytes });
@@ -107,6 +109,17 @@ export class ChatServer {
     const path = new URL(request.url ?? '/', 'http://localhost').pathname;
     if (path === '/healthz') {
       response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ok: true }));
+      return;
+    }
+    if (path === '/metrics' && this.metrics) {
+      const registry = this.metrics;
+      registry
+        .metrics()
+        .then((body) => response.writeHead(200, { 'content-type': registry.contentType }).end(body))
+        .catch((error) => {
+          log.error({ err: error }, 'metrics collection failed');
+          response.writeHead(500).end();
+        });
       return;
     }
     const entry = staticFiles[path];

@@ -6,6 +6,7 @@ import { WebSocket } from 'ws';
 import { CaseService } from '../../runtime/case-service.ts';
 import { loadConfig } from '../../runtime/config.ts';
 import type { ServerFrame } from '../../runtime/protocol.ts';
+import { createMetrics } from '../../runtime/metrics.ts';
 import { ChatServer, type RunningServer } from '../../runtime/server.ts';
 import { openStore, type Store } from '../../runtime/store/db.ts';
 import { listMessagesAfter } from '../../runtime/store/messages.ts';
@@ -61,8 +62,18 @@ beforeEach(async () => {
   seedDemoData(store.db, now);
   const config = loadConfig({}, { port: 0, maxFrameBytes: 2048, maxMessageChars: 100 });
   let server: ChatServer | undefined;
-  cases = new CaseService({ db: store.db, config, agent: { engine: scriptedEngine(), turnTimeoutMs: 5_000 }, isRiderOnline: (id) => server?.isRiderOnline(id) ?? false });
-  server = new ChatServer(store.db, cases, config);
+  const metrics = createMetrics();
+  const observe = (role: string, result: { status: string; latencyMs: number }) => {
+    metrics.agentTurns.inc({ role, outcome: result.status });
+    metrics.agentTurnSeconds.observe({ role }, result.latencyMs / 1000);
+  };
+  cases = new CaseService({
+    db: store.db,
+    config,
+    agent: { engine: scriptedEngine(), turnTimeoutMs: 5_000, observe },
+    isRiderOnline: (id) => server?.isRiderOnline(id) ?? false,
+  });
+  server = new ChatServer(store.db, cases, config, metrics.registry);
   running = await server.listen();
 });
 
@@ -212,5 +223,28 @@ describe('ChatServer conversation', () => {
     expect(JSON.stringify(rider.frames)).not.toContain('13812345678');
     rider.close();
     client.close();
+  });
+
+  it('counts agent turns in /metrics', async () => {
+    const client = await customer();
+    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
+    const opened = await client.next('case');
+    client.send({ type: 'message', caseId: opened.caseId, text: '外卖到哪了', clientMsgId: 'c1' });
+    await client.next('ack');
+    await cases.settled(opened.caseId);
+
+    const response = await fetch(`${running.url}/metrics`);
+    expect(response.status).toBe(200);
+    const body = await response.text();
+    expect(body).toMatch(/sanfang_agent_turns_total\{role="user_agent",outcome="ok"\} [1-9]/);
+    expect(body).toContain('sanfang_agent_turn_seconds_bucket');
+    client.close();
+  });
+
+  it('serves the chat page', async () => {
+    const response = await fetch(running.url + '/');
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain('三方');
+    expect((await fetch(running.url + '/nope')).status).toBe(404);
   });
 });
