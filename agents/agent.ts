@@ -3,11 +3,14 @@
  * parses the structured turn. A failed turn comes back as a typed fallback so the caller can
  * answer from the strategy library instead of showing raw model output.
  */
-import { isEngineError, type EngineErrorCode } from '../engine/errors.ts';
-import type { TextGenerator } from '../engine/engine.ts';
-import { parseTurn, type SlotValues, type TurnRejection } from './parse.ts';
+import { createActor, fromPromise, toPromise } from 'xstate';
+import type { GenerateResult, TextGenerator } from '../engine/engine.ts';
+import type { SlotValues } from './parse.ts';
 import { renderPrompt, type Facts, type Locale, type TranscriptLine } from './prompt.ts';
-import type { Role, Turn } from './turn.ts';
+import type { Role } from './turn.ts';
+import { turnMachine, type AgentTurnResult } from './turn-machine.ts';
+
+export type { AgentTurnResult, FallbackReason } from './turn-machine.ts';
 
 export interface AgentTurnInput {
   role: Role;
@@ -23,23 +26,12 @@ export interface AgentTurnInput {
   signal?: AbortSignal;
 }
 
-export type FallbackReason = TurnRejection | 'timeout' | 'overloaded' | 'engine_failed';
-
-export type AgentTurnResult =
-  | { status: 'ok'; turn: Turn; reply: string; raw: string; latencyMs: number; droppedEntities: string[] }
-  | { status: 'fallback'; reason: FallbackReason; detail: string; raw?: string; latencyMs: number }
-  | { status: 'aborted'; latencyMs: number };
-
 export interface AgentOptions {
   engine: TextGenerator;
   turnTimeoutMs: number;
   maxTurnTokens?: number;
   /** Called with every finished turn, e.g. to count outcomes in metrics. */
   observe?: (role: Role, result: AgentTurnResult) => void;
-}
-
-function engineFallbackReason(code: EngineErrorCode): FallbackReason {
-  return code === 'overloaded' ? 'overloaded' : 'engine_failed';
 }
 
 export async function runAgentTurn(options: AgentOptions, input: AgentTurnInput): Promise<AgentTurnResult> {
@@ -50,33 +42,43 @@ export async function runAgentTurn(options: AgentOptions, input: AgentTurnInput)
 
 async function runTurn(options: AgentOptions, input: AgentTurnInput): Promise<AgentTurnResult> {
   const started = performance.now();
-  const elapsed = () => performance.now() - started;
-  const timeout = AbortSignal.timeout(options.turnTimeoutMs);
-  const signal = input.signal ? AbortSignal.any([input.signal, timeout]) : timeout;
-  const prompt = renderPrompt(input);
+  if (input.signal?.aborted) return { status: 'aborted', latencyMs: 0 };
 
-  let result;
-  try {
-    result = await options.engine.generate({
-      prompt,
-      maxNewTokens: options.maxTurnTokens ?? 160,
-      sampling: { temperature: input.temperature ?? 0, topP: 0.9, seed: input.seed },
-      priority: input.priority ?? 'live',
-      signal,
-    });
-  } catch (error) {
-    if (input.signal?.aborted) return { status: 'aborted', latencyMs: elapsed() };
-    if (timeout.aborted) return { status: 'fallback', reason: 'timeout', detail: `no turn within ${options.turnTimeoutMs} ms`, latencyMs: elapsed() };
-    if (isEngineError(error)) return { status: 'fallback', reason: engineFallbackReason(error.code), detail: error.message, latencyMs: elapsed() };
-    throw error;
-  }
-
-  const lastPartyLine = [...input.transcript].reverse().find((line) => line.speaker !== 'agent');
-  const parsed = parseTurn(result.text, input.role, {
-    slots: input.slots,
-    lastPartyMessage: lastPartyLine?.text,
-    truncated: result.finishReason === 'length',
+  const machine = turnMachine.provide({
+    actors: {
+      generate: fromPromise<GenerateResult, { prompt: string }>(({ input: generateInput, signal }) =>
+        options.engine.generate({
+          prompt: generateInput.prompt,
+          maxNewTokens: options.maxTurnTokens ?? 160,
+          sampling: { temperature: input.temperature ?? 0, topP: 0.9, seed: input.seed },
+          priority: input.priority ?? 'live',
+          // Stopping the invoked actor (timeout, or the caller's abort) aborts the engine request.
+          signal,
+        }),
+      ),
+    },
   });
-  if (!parsed.ok) return { status: 'fallback', reason: parsed.rejection, detail: parsed.detail, raw: result.text, latencyMs: elapsed() };
-  return { status: 'ok', turn: parsed.turn, reply: parsed.reply, raw: result.text, latencyMs: elapsed(), droppedEntities: parsed.droppedEntities };
+  const lastPartyLine = [...input.transcript].reverse().find((line) => line.speaker !== 'agent');
+  const actor = createActor(machine, {
+    input: { role: input.role, prompt: renderPrompt(input), slots: input.slots, lastPartyMessage: lastPartyLine?.text, timeoutMs: options.turnTimeoutMs },
+  });
+
+  // A caller's abort (a barge-in) stops the machine, which stops and aborts the engine call.
+  let onAbort = () => {};
+  const aborted = new Promise<AgentTurnResult>((resolve) => {
+    onAbort = () => {
+      actor.stop();
+      resolve({ status: 'aborted', latencyMs: performance.now() - started });
+    };
+    input.signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  actor.start();
+  try {
+    const result = await Promise.race([toPromise(actor), aborted]);
+    // A stopped actor settles toPromise without output, possibly before `aborted` settles.
+    if (input.signal?.aborted || result === undefined) return { status: 'aborted', latencyMs: performance.now() - started };
+    return result;
+  } finally {
+    input.signal?.removeEventListener('abort', onAbort);
+  }
 }
