@@ -5,6 +5,7 @@
  */
 import { renderPrompt, type Facts, type TranscriptLine } from '../../agents/prompt.ts';
 import type { Action, Emotion, EntityName, Intent, Role, Turn } from '../../agents/turn.ts';
+import { createRandom } from '../../engine/sampler.ts';
 import * as bank from './banks.ts';
 
 export interface Example {
@@ -17,17 +18,8 @@ export interface Example {
 
 export type Random = () => number;
 
-/** mulberry32: a small seeded generator, so the corpus is reproducible. */
-export function seededRandom(seed: number): Random {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded generator (mulberry32, shared with the engine's sampler), so the corpus is reproducible. */
+export const seededRandom: (seed: number) => Random = createRandom;
 
 function pick<T>(random: Random, items: readonly T[]): T {
   const item = items[Math.floor(random() * items.length)];
