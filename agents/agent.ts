@@ -1,7 +1,7 @@
 /**
  * Runs one model turn for a role: builds the prompt, calls the engine with a deadline, and
  * parses the structured turn. A failed turn comes back as a typed fallback so the caller can
- * answer from the strategy library instead of showing raw model output.
+ * reply from the strategy library instead of showing raw model output.
  */
 import { createActor, fromPromise, toPromise } from 'xstate';
 import type { GenerateResult, TextGenerator } from '../engine/engine.ts';

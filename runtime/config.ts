@@ -21,7 +21,7 @@ export const configSchema = z.object({
   engineMaxQueuedRequests: z.coerce.number().int().min(1).default(256),
   /** One model call of an agent; past this the turn falls back to the strategy library. */
   turnTimeoutMs: z.coerce.number().int().positive().default(15_000),
-  /** How long the case waits for a human rider's answer before using the platform's ETA. */
+  /** How long the case waits for a human rider's reply before using the platform's ETA. */
   riderReplyTimeoutMs: z.coerce.number().int().positive().default(90_000),
   /** An order expected later than its promised time by more than this earns a coupon. */
   lateThresholdMin: z.coerce.number().nonnegative().default(10),

@@ -18,7 +18,7 @@ export const scenarioSchema = z
         mood: z.enum(['calm', 'anxious', 'angry']).default('anxious'),
         /** Said instead when the simulated customer's opening turn does not validate. */
         opening: z.string().min(1).default('我的外卖怎么还没到？'),
-        /** Simulated customer messages at most; the customer also stops when it says goodbye. */
+        /** Maximum simulated customer messages. The customer also stops after its goodbye turn. */
         maxTurns: z.number().int().min(1).max(10).default(3),
       })
       .strict(),

@@ -1,6 +1,6 @@
 /**
- * Plays a scenario: a simulated customer and a simulated rider, both through the engine,
- * talk to the real case runtime over a fresh SQLite database; the final database state is
+ * Plays a scenario against the real case runtime over a fresh SQLite database. A simulated
+ * customer and a simulated rider both speak through the engine. The final database state is
  * then checked against the scenario's expectations.
  */
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -83,7 +83,7 @@ const userAgentIntents: Intent[] = ['query_delivery', 'query_delivery', 'query_d
 type OrderStatus = 'preparing' | 'delivering' | 'delivered' | 'cancelled';
 
 /**
- * One customer conversation for the user-facing agent. Emits the lookup step, the ask-the-rider
+ * Generates one customer conversation for the user-facing agent. Emits the lookup step, the ask-the-rider
  * step, an optional impatient follow-up while the rider is asked, and the final ETA reply.
  */
 export function userAgentConversation(random: Random, heldOut: boolean): Example[] {
@@ -149,7 +149,8 @@ export function userAgentConversation(random: Random, heldOut: boolean): Example
 
   const eta = int(random, 2, 45);
   const late = random() < 0.55 ? int(random, 11, 60) : int(random, 0, 10);
-  const comp = late > 10 ? (random() < 0.85 ? 'due' : 'issued') : 'no';
+  let comp = 'no';
+  if (late > 10) comp = random() < 0.85 ? 'due' : 'issued';
   const facts: Facts = { order: 'delivering', eta, late, comp };
   if (comp === 'due') say(facts, 'issue_coupon', pick(random, bank.agentReplies.etaWithCoupon));
   else if (comp === 'issued') say(facts, 'none', pick(random, bank.agentReplies.etaCouponIssued));
@@ -162,7 +163,7 @@ function riderEtaExpression(random: Random, heldOut: boolean): string {
   return pick(random, heldOut ? bank.riderEtaExpressions.heldout : bank.riderEtaExpressions.train);
 }
 
-/** One exchange of the rider-facing agent with a rider about an ETA. */
+/** Generates one exchange of the rider-facing agent with a rider about an ETA. */
 export function riderAgentConversation(random: Random, heldOut: boolean): Example[] {
   const b = <T>(items: readonly T[]) => bank.splitBank(items, heldOut);
   const examples: Example[] = [];
@@ -204,7 +205,7 @@ export function riderAgentConversation(random: Random, heldOut: boolean): Exampl
   return examples;
 }
 
-/** The simulated rider answering the rider-facing agent with the ETA from its facts line. */
+/** Generates the simulated rider's reply to the rider-facing agent, with the ETA from its facts line. */
 export function simRiderExample(random: Random, heldOut: boolean): Example {
   const situation = pick(random, ['normal', 'traffic', 'near', 'rain'] as const);
   const eta = situation === 'near' ? int(random, 1, 6) : int(random, 3, 40);
@@ -216,7 +217,7 @@ export function simRiderExample(random: Random, heldOut: boolean): Example {
   return example('sim_rider', { eta, situation }, [{ speaker: 'agent', text: question }], turn);
 }
 
-/** The simulated customer: an opening complaint, then a closing line after the agent's answer. */
+/** Generates the simulated customer's turns: an opening complaint, then a closing line after the agent's reply. */
 export function simCustomerExamples(random: Random, heldOut: boolean): Example[] {
   const mood = pick(random, ['calm', 'anxious', 'angry'] as const);
   const goal = pick(random, ['late_order', 'late_order', 'compensation'] as const);
