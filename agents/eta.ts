@@ -8,7 +8,7 @@ function inRange(minutes: number): number | undefined {
   return minutes >= 0 && minutes <= maxEtaMinutes ? minutes : undefined;
 }
 
-/** A relative expression ("12分钟后") does not depend on the time zone. */
+/** Reads a relative expression ("12分钟后"), which does not depend on the time zone. */
 function relativeMinutes(text: string, now: Date): number | undefined {
   const first = chrono.zh.hans.parse(text, now, { forwardDate: true })[0];
   if (!first) return undefined;
@@ -16,8 +16,8 @@ function relativeMinutes(text: string, now: Date): number | undefined {
 }
 
 /**
- * A clock time ("12点半") is read in the platform's time zone: only its hour and minute are
- * taken from chrono, and a 12-hour reading is preferred when it is the nearer one.
+ * Reads a clock time ("12点半") in the platform's time zone. Only its hour and minute are taken
+ * from chrono, and a 12-hour reading is preferred when it is the nearer one.
  */
 function clockMinutes(text: string, now: Date, timezoneOffsetMinutes: number): number | undefined {
   const first = chrono.zh.hans.parse(text, now)[0];

@@ -19,7 +19,7 @@ export type ParsedTurn = { ok: true; turn: Turn; reply: string; droppedEntities:
 
 export type SlotValues = Partial<Record<ReplySlot, string | number>>;
 
-/** Actions whose turn is internal: the agent says nothing to the party yet. */
+/** Actions whose turn is internal, so the agent sends nothing to the party yet. */
 const silentActions = new Set(['lookup_order']);
 
 export function parseTurn(raw: string, role: Role, options: { slots?: SlotValues; lastPartyMessage?: string; truncated?: boolean } = {}): ParsedTurn {

@@ -1,8 +1,8 @@
 /**
- * The dialogue machine of one late-delivery case. It decides what happens next; the effects
- * (model turns, tools, messages) are the injected `userTurn` and `riderTurn` actors, so this
- * file imports no engine, socket or SQL code. The runtime persists its snapshot after every
- * transition.
+ * The dialogue machine of one late-delivery case. It decides what happens next. The effects
+ * (model turns, tools, messages) are the injected `userTurn`, `riderTurn` and `platformEta`
+ * actors, so this file imports no engine, socket or SQL code. The runtime persists its
+ * snapshot after every transition.
  */
 import { assign, fromPromise, setup } from 'xstate';
 import type { Locale } from '../agents/prompt.ts';
@@ -13,7 +13,7 @@ export interface CaseContext {
   orderId: string;
   locale: Locale;
   facts: DeliveryFacts;
-  /** Sequence number of the customer message the current user turn answers. */
+  /** Sequence number of the customer message that the current user turn replies to. */
   customerSeq: number;
   /** Questions sent to the rider in this case. */
   riderQuestions: number;
@@ -146,7 +146,7 @@ export const caseMachine = setup({
           after: { riderReplyTimeout: { target: 'platformEta' } },
           on: {
             'rider.message': { target: 'asking', actions: assign({ riderText: ({ event }) => event.text }) },
-            // While the rider is asked, the customer gets an interim answer and the wait goes on.
+            // While the rider is asked, the customer gets an interim reply and the wait goes on.
             'customer.message': { target: 'interim', actions: assign({ customerSeq: ({ event }) => event.seq }) },
           },
         },
@@ -164,7 +164,7 @@ export const caseMachine = setup({
             'rider.message': { target: 'asking', actions: assign({ riderText: ({ event }) => event.text }) },
           },
         },
-        // The rider did not give a usable answer in time: use the platform's own estimate.
+        // The rider gave no usable reply in time, so the platform's own estimate is used.
         platformEta: {
           invoke: {
             src: 'platformEta',

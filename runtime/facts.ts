@@ -18,11 +18,13 @@ export function withLateness(
 ): DeliveryFacts {
   if (typeof facts.eta !== 'number') return facts;
   const late = Math.max(0, Math.round((now + facts.eta * minuteMs - order.promisedAt) / minuteMs));
-  const comp = policy.couponsIssuedYuan > 0 ? 'issued' : late > policy.lateThresholdMin ? 'due' : 'no';
+  let comp: DeliveryFacts['comp'] = 'no';
+  if (policy.couponsIssuedYuan > 0) comp = 'issued';
+  else if (late > policy.lateThresholdMin) comp = 'due';
   return { ...facts, late, comp };
 }
 
-/** The facts line the model was trained on: only the keys that matter in each state. */
+/** Renders the facts line the model was trained on, with only the keys that matter in each state. */
 export function promptFacts(facts: DeliveryFacts): Facts {
   if (facts.order === 'none') return { order: 'none' };
   if (facts.order !== 'delivering') return { order: facts.order === 'placed' ? 'preparing' : facts.order };

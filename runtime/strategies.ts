@@ -119,7 +119,7 @@ export interface DeliveryFacts {
   comp: 'no' | 'due' | 'issued';
 }
 
-/** The step the user-facing agent takes when its model turn failed, decided from the facts. */
+/** Decides, from the facts alone, the step the user-facing agent takes when its model turn failed. */
 export function fallbackDecision(facts: DeliveryFacts): { action: Action; strategy: StrategyId | null } {
   if (facts.order === 'none') return { action: 'lookup_order', strategy: null };
   if (facts.order === 'preparing' || facts.order === 'placed') return { action: 'none', strategy: 'order.preparing' };

@@ -68,7 +68,7 @@ export function chineseNumber(n: number): string {
 
 /**
  * Waiting times a customer mentions. Numbers ending in 4 or 9 are held out, so the held-out
- * split asks the model to copy spans it never saw.
+ * split requires the model to copy spans it never saw.
  */
 export const waitedDurations: SplitBank<string> = (() => {
   const bank: SplitBank<string> = { train: [], heldout: [] };
