@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { Engine } from '../engine/engine.ts';
 import { loadConfig } from '../runtime/config.ts';
+import { log } from '../runtime/log.ts';
 import { loadScenario, ScenarioError } from './scenario.ts';
 import { simulate, type SimulationReport } from './simulator.ts';
 
@@ -34,6 +35,8 @@ const program = new Command()
   .parse();
 
 const options = program.opts<{ modelDir?: string; json?: boolean }>();
+// The transcript is the output here; per-turn logs are shown only when asked for.
+log.level = process.env.SANFANG_LOG_LEVEL ?? 'warn';
 const config = loadConfig();
 
 let scenarios;
