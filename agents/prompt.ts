@@ -19,6 +19,17 @@ export const specialTokens = {
 export type Speaker = 'customer' | 'agent' | 'rider';
 export type Locale = 'zh' | 'en';
 
+/**
+ * Locales the default model was trained to write replies in. For any other locale the agents
+ * still prompt in Chinese for the decision, and the runtime takes the reply text from the
+ * strategy library.
+ */
+export const modelLocales: readonly Locale[] = ['zh'];
+
+export function promptLocale(locale: Locale): Locale {
+  return modelLocales.includes(locale) ? locale : 'zh';
+}
+
 export interface TranscriptLine {
   speaker: Speaker;
   text: string;

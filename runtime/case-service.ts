@@ -6,7 +6,7 @@
 import { EventEmitter } from 'node:events';
 import { createActor, fromPromise, waitFor, type Actor, type SnapshotFrom } from 'xstate';
 import { runAgentTurn, type AgentOptions } from '../agents/agent.ts';
-import type { Locale } from '../agents/prompt.ts';
+import { promptLocale, type Locale } from '../agents/prompt.ts';
 import type { ToolDeps } from '../tools/index.ts';
 import { caseMachine, type CaseContext, type CaseEvent, type PlatformEtaInput, type RiderTurnInput, type UserTurnInput } from './case-machine.ts';
 import { platformEta, riderTurn, transcriptWith, userTurn, type TurnDeps } from './case-turns.ts';
@@ -156,7 +156,7 @@ export class CaseService {
       const eta = order.riderEtaMin ?? 15;
       const result = await runAgentTurn(this.options.agent, {
         role: 'sim_rider',
-        locale: found.locale,
+        locale: promptLocale(found.locale as Locale),
         facts: { eta, situation: 'normal' },
         transcript: transcriptWith(this.turnDeps, caseId, 'rider').slice(-1),
         temperature: 0.7,

@@ -6,7 +6,7 @@
  */
 import { runAgentTurn, type AgentOptions } from '../agents/agent.ts';
 import { parseEtaMinutes } from '../agents/eta.ts';
-import type { TranscriptLine } from '../agents/prompt.ts';
+import { promptLocale, type TranscriptLine } from '../agents/prompt.ts';
 import type { Action } from '../agents/turn.ts';
 import { callTool } from '../tools/index.ts';
 import type { ToolDeps } from '../tools/index.ts';
@@ -18,7 +18,7 @@ import { listCouponsForCase } from './store/coupons.ts';
 import { listMessagesAfter } from './store/messages.ts';
 import { getOrder } from './store/orders.ts';
 import type { Party } from './store/schema.ts';
-import { fallbackDecision, renderStrategy, type DeliveryFacts } from './strategies.ts';
+import { fallbackDecision, renderStrategy, riderStrategyForTurn, strategyForTurn, type DeliveryFacts } from './strategies.ts';
 
 export interface TurnDeps {
   tools: ToolDeps;
@@ -88,7 +88,7 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
     const slots = replySlotValues(facts, context.orderId, couponYuan);
     const result = await runAgentTurn(deps.agent, {
       role: 'user_agent',
-      locale: context.locale,
+      locale: promptLocale(context.locale),
       facts: promptFacts(facts),
       transcript: transcriptWith(deps, context.caseId, 'customer'),
       slots,
@@ -101,6 +101,10 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
     if (result.status === 'ok' && actionFitsFacts(result.turn.action, facts) && replyStatesFacts(result.turn.reply, result.turn.action, facts)) {
       action = result.turn.action;
       reply = result.reply;
+      if (promptLocale(context.locale) !== context.locale) {
+        const strategy = strategyForTurn(action, result.turn.intent, facts);
+        reply = strategy ? renderStrategy(strategy, context.locale, slots) : null;
+      }
       logger.info({ intent: result.turn.intent, emotion: result.turn.emotion, action, latencyMs: Math.round(result.latencyMs) }, 'user agent turn');
     } else {
       const decision = fallbackDecision(facts);
@@ -155,7 +159,7 @@ export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: Ab
 
   const result = await runAgentTurn(deps.agent, {
     role: 'rider_agent',
-    locale: context.locale,
+    locale: promptLocale(context.locale),
     facts: { task: 'ask_eta', asked: context.riderQuestions },
     transcript,
     slots,
@@ -181,6 +185,9 @@ export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: Ab
   if (result.status === 'ok') {
     logger.info({ intent: result.turn.intent, action: result.turn.action, latencyMs: Math.round(result.latencyMs) }, 'rider agent turn');
     const { action, entities } = result.turn;
+    if (promptLocale(context.locale) !== context.locale) {
+      result.reply = renderStrategy(riderStrategyForTurn(action, riderText !== null), context.locale, slots);
+    }
     if (riderText === null) return ask(action === 'message_rider' ? result.reply : renderStrategy('rider.ask_eta', context.locale, slots));
     if (action === 'report_delivered') {
       deps.deliver(context.caseId, 'rider', result.reply, `${key}:ack`);

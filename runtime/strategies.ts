@@ -6,7 +6,7 @@
  */
 import { fillSlots, type SlotValues } from '../agents/parse.ts';
 import type { Locale } from '../agents/prompt.ts';
-import type { Action } from '../agents/turn.ts';
+import type { Action, Intent } from '../agents/turn.ts';
 
 export interface Strategy {
   id: string;
@@ -71,6 +71,24 @@ const library = [
     text: { zh: '正在为您转接人工客服，请稍候。', en: 'Connecting you to a customer service agent, one moment please.' },
   },
   {
+    id: 'greeting',
+    situation: 'the customer greets the agent',
+    text: { zh: '您好，我是智能客服，请问有什么可以帮您？', en: 'Hello, I am the customer service assistant. How can I help you?' },
+  },
+  {
+    id: 'thanks',
+    situation: 'the customer thanks the agent or closes the conversation',
+    text: { zh: '不客气，祝您用餐愉快！', en: 'You are welcome. Enjoy your meal!' },
+  },
+  {
+    id: 'other',
+    situation: 'a request outside the delivery flow',
+    text: {
+      zh: '抱歉，这个问题我暂时无法处理，您可以描述订单遇到的问题，或回复“转人工”。',
+      en: 'Sorry, I cannot help with that yet. Please describe the problem with your order, or reply "human" for a person.',
+    },
+  },
+  {
     id: 'busy',
     situation: 'the engine is overloaded or timed out and no step can be taken from the facts',
     text: { zh: '抱歉，系统有点忙，请稍后再试，或回复“转人工”。', en: 'Sorry, the system is busy. Please try again shortly or reply "human" for a person.' },
@@ -130,4 +148,29 @@ export function fallbackDecision(facts: DeliveryFacts): { action: Action; strate
   if (facts.comp === 'due') return { action: 'issue_coupon', strategy: 'late.eta_coupon' };
   if (facts.comp === 'issued') return { action: 'none', strategy: 'late.eta_coupon_issued' };
   return { action: 'none', strategy: 'late.eta' };
+}
+
+/**
+ * Picks the strategy that says what a validated model turn says, for a case whose locale the
+ * model does not speak. Returns null for a turn that sends nothing (an order lookup).
+ */
+export function strategyForTurn(action: Action, intent: Intent, facts: DeliveryFacts): StrategyId | null {
+  switch (action) {
+    case 'lookup_order':
+      return null;
+    case 'ask_rider_eta':
+      return 'late.ask_rider';
+    case 'issue_coupon':
+      return 'late.eta_coupon';
+    case 'handoff':
+      return 'handoff';
+  }
+  if (intent === 'greeting' || intent === 'thanks' || intent === 'other') return intent;
+  return fallbackDecision(facts).strategy ?? 'other';
+}
+
+/** Picks the rider-facing strategy for a validated rider-agent turn. */
+export function riderStrategyForTurn(action: Action, riderHasReplied: boolean): StrategyId {
+  if (action === 'report_eta' || action === 'report_delivered') return 'rider.ack';
+  return riderHasReplied ? 'rider.re_ask' : 'rider.ask_eta';
 }

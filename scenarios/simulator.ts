@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runAgentTurn } from '../agents/agent.ts';
+import { promptLocale } from '../agents/prompt.ts';
 import type { TextGenerator } from '../engine/engine.ts';
 import { CaseService } from '../runtime/case-service.ts';
 import { loadConfig, type Config } from '../runtime/config.ts';
@@ -68,7 +69,7 @@ export async function simulate(scenario: Scenario, options: SimulateOptions): Pr
         .map((m) => ({ speaker: m.direction === 'in' ? ('customer' as const) : ('agent' as const), text: m.text }));
       const result = await runAgentTurn(agent, {
         role: 'sim_customer',
-        locale: scenario.locale,
+        locale: promptLocale(scenario.locale),
         facts: { goal: scenario.customer.goal, mood: scenario.customer.mood },
         transcript,
         temperature: 0.7,

@@ -149,4 +149,20 @@ describe('CaseService', () => {
     expect(listToolCallsForCase(store.db, opened.id).map((c) => c.tool)).toEqual(['lookup_order', 'ask_rider_eta', 'record_rider_eta', 'issue_coupon']);
     cases.close();
   });
+
+  it('replies in English for an English case', async () => {
+    const engine = scriptedEngine();
+    const cases = service(engine);
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'en');
+    cases.customerMessage(opened.id, 'Where is my food?', 'm1');
+    await cases.settled(opened.id);
+
+    const replies = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.direction === 'out').map((m) => m.text);
+    expect(replies.length).toBeGreaterThan(2);
+    for (const reply of replies) expect(reply).not.toMatch(/[\u4e00-\u9fff]/);
+    expect(replies.at(-1)).toContain('12 minutes');
+    expect(replies.at(-1)).toContain('5 yuan');
+    expect(engine.prompts.every((prompt) => !prompt.includes(' en\n'))).toBe(true);
+    cases.close();
+  });
 });
