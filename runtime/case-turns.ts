@@ -68,7 +68,26 @@ function replyStatesFacts(template: string, action: Action, facts: DeliveryFacts
 
 const maxUserSteps = 4;
 
+class TurnAborted extends Error {
+  override readonly name = 'TurnAborted';
+}
+
+/**
+ * Runs the user-facing agent until it has replied or handed over. A failure other than a
+ * barge-in still answers the customer, with the 'busy' strategy, so no message goes unanswered.
+ */
 export async function userTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<UserTurnOutput> {
+  try {
+    return await userTurnSteps(deps, context, signal);
+  } catch (error) {
+    if (error instanceof TurnAborted || signal.aborted) throw error;
+    caseLogger(context.caseId).error({ err: error, customerSeq: context.customerSeq }, 'user turn failed; replied with the busy strategy');
+    deps.deliver(context.caseId, 'customer', renderStrategy('busy', context.locale), `${context.caseId}:c${context.customerSeq}:failed`);
+    return { facts: context.facts, next: 'idle' };
+  }
+}
+
+async function userTurnSteps(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<UserTurnOutput> {
   const logger = caseLogger(context.caseId);
   const order = getOrder(deps.tools.db, context.orderId);
   if (!order) throw new Error(`order ${context.orderId} of case ${context.caseId} not found`);
@@ -94,7 +113,7 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
       slots,
       signal,
     });
-    if (result.status === 'aborted') throw new Error('user turn aborted by a newer customer message');
+    if (result.status === 'aborted') throw new TurnAborted('user turn aborted by a newer customer message');
 
     let action: Action;
     let reply: string | null;
@@ -165,7 +184,7 @@ export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: Ab
     slots,
     signal,
   });
-  if (result.status === 'aborted') throw new Error('rider turn aborted');
+  if (result.status === 'aborted') throw new TurnAborted('rider turn aborted');
 
   const ask = (text: string): RiderTurnOutput => {
     if (context.riderQuestions >= maxRiderQuestions) return { next: 'give_up' };

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { eq } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CaseService } from '../../runtime/case-service.ts';
 import { loadConfig } from '../../runtime/config.ts';
@@ -8,6 +9,7 @@ import { listCouponsForCase } from '../../runtime/store/coupons.ts';
 import { openStore, type Store } from '../../runtime/store/db.ts';
 import { listMessagesAfter } from '../../runtime/store/messages.ts';
 import { listToolCallsForCase } from '../../runtime/store/tool-calls.ts';
+import { orders } from '../../runtime/store/schema.ts';
 import { demoOrderIds, seedDemoData } from '../../runtime/store/seed.ts';
 import { scriptedEngine } from '../support/scripted-engine.ts';
 
@@ -163,6 +165,22 @@ describe('CaseService', () => {
     expect(replies.at(-1)).toContain('12 minutes');
     expect(replies.at(-1)).toContain('5 yuan');
     expect(engine.prompts.every((prompt) => !prompt.includes(' en\n'))).toBe(true);
+    cases.close();
+  });
+
+  it('answers with the busy strategy when a tool fails', async () => {
+    // A delivering order without a rider makes ask_rider_eta fail with invalid_state.
+    const orderId = demoOrderIds(now).c001Late;
+    store.db.update(orders).set({ riderId: null }).where(eq(orders.id, orderId)).run();
+    const cases = service();
+    const opened = cases.openCase('C001', orderId, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    const snapshot = await cases.settled(opened.id);
+
+    expect(snapshot.value).toBe('idle');
+    const last = listMessagesAfter(store.db, opened.id, 0).at(-1);
+    expect(last?.direction).toBe('out');
+    expect(last?.text).toContain('系统有点忙');
     cases.close();
   });
 });
