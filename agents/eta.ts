@@ -29,11 +29,25 @@ function clockMinutes(text: string, now: Date, timezoneOffsetMinutes: number): n
   return inRange(ahead > 12 * 60 ? ahead - 12 * 60 : ahead);
 }
 
+/** Reads an English duration ("15 minutes", "about 15 min", "half an hour", "an hour"). */
+function englishMinutes(text: string): number | undefined {
+  const lower = text.toLowerCase();
+  if (/half an? hour/.test(lower)) return 30;
+  const minutes = /(\d+)\s*(?:-\s*\d+\s*)?(?:min|mins|minute|minutes)\b/.exec(lower);
+  if (minutes) return inRange(Number(minutes[1]));
+  const hours = /(\d+|an|one)\s*(?:hour|hours|hr|hrs)\b/.exec(lower);
+  if (hours) return inRange(hours[1] === 'an' || hours[1] === 'one' ? 60 : Number(hours[1]) * 60);
+  return undefined;
+}
+
 /**
  * Returns the ETA in minutes, or undefined when no time expression is found. A bare duration
- * ("10分钟") is read as "in 10 minutes".
+ * ("10分钟", "15 minutes") is read as "in 10 minutes".
  */
 export function parseEtaMinutes(text: string, now: Date, timezoneOffsetMinutes = 480): number | undefined {
+  const english = englishMinutes(text);
+  if (english !== undefined) return english;
+
   const cleaned = text.replace(/左右|大概|大约|差不多|还有|还要|估计|预计|内/g, '');
   const duration = cleaned.match(/([0-9]+|[零一二两三四五六七八九十半]+)\s*(个小时|小时|个钟头|钟头|分钟|分)/);
   if (duration) {

@@ -130,7 +130,8 @@ async function userTurnSteps(deps: TurnDeps, context: CaseContext, signal: Abort
       action = decision.action;
       reply = decision.strategy ? renderStrategy(decision.strategy, context.locale, slots) : null;
       const reason = result.status === 'fallback' ? result.reason : `turn (${result.turn.action}) does not fit the facts`;
-      logger.warn({ reason, detail: result.status === 'fallback' ? result.detail : undefined, action, strategy: decision.strategy }, 'user agent turn fell back to a strategy');
+      // The rejection detail can quote model output or message text, so only the reason is logged.
+      logger.warn({ reason, action, strategy: decision.strategy }, 'user agent turn fell back to a strategy');
     }
 
     const say = (text: string | null) => {
@@ -217,7 +218,7 @@ export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: Ab
     return ask(action === 'message_rider' ? result.reply : renderStrategy('rider.re_ask', context.locale));
   }
 
-  logger.warn({ reason: result.reason, detail: result.detail }, 'rider agent turn fell back to a strategy');
+  logger.warn({ reason: result.reason }, 'rider agent turn fell back to a strategy');
   if (riderText === null) return ask(renderStrategy('rider.ask_eta', context.locale, slots));
   const etaMin = etaFrom(undefined);
   if (etaMin !== undefined) return reportEta(etaMin, renderStrategy('rider.ack', context.locale));

@@ -38,8 +38,8 @@ const library = [
     id: 'late.eta_coupon',
     situation: 'ETA known and the order is late past the threshold: coupon issued',
     text: {
-      zh: '骑手预计{eta_min}分钟后送达，订单超时约{late_min}分钟，非常抱歉！已为您发放{coupon_yuan}元优惠券。',
-      en: 'The rider expects to arrive in {eta_min} minutes. Your order is about {late_min} minutes late, so we have issued you a {coupon_yuan} yuan coupon. We are sorry.',
+      zh: '骑手预计{eta_min}分钟后送达，比承诺时间晚约{late_min}分钟，非常抱歉！已为您发放{coupon_yuan}元优惠券。',
+      en: 'The rider expects to arrive in {eta_min} minutes, about {late_min} minutes later than promised, so we have issued you a {coupon_yuan} yuan coupon. We are sorry.',
     },
   },
   {

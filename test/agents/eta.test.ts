@@ -16,6 +16,10 @@ describe('parseEtaMinutes', () => {
     ['还有5分', 5],
     ['12点半到', 30],
     ['1点到', 60],
+    ['Stuck in traffic, about 15 minutes', 15],
+    ['in 7 min', 7],
+    ['half an hour', 30],
+    ['an hour', 60],
   ])('reads %s as %i minutes', (text, minutes) => {
     expect(parseEtaMinutes(text, noon)).toBe(minutes);
   });

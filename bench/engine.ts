@@ -1,0 +1,519 @@
+/**
+ * `npm run bench:engine`: the shared engine's decode throughput at several concurrency levels
+ * against the same requests served one at a time, the same 16 requests through transformers.js
+ * as the peer (with a check that greedy outputs match), latency at 16 concurrent requests, and
+ * the decode cost per token at short and long context. Every number comes from one run on one
+ * machine. Prints Markdown tables and writes JSON under bench/results/.
+ */
+import { execSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { Command, Option } from 'commander';
+import { renderPrompt, type Facts, type PromptInput, type TranscriptLine } from '../agents/prompt.ts';
+import { Engine, type GenerateResult } from '../engine/engine.ts';
+import type { TextTokenizer } from '../engine/tokenizer.ts';
+import { TransformersPeer, type PeerGeneration } from './peer-transformers.ts';
+
+const program = new Command()
+  .option('--model-dir <dir>', 'model folder', 'models/sanfang-moe-v0')
+  .option('--levels <list>', 'comma-separated numbers of concurrent requests', '1,4,16,64')
+  .option('--new-tokens <n>', 'new tokens generated per request', '64')
+  .option('--repeats <n>', 'repeats per measurement; tables show medians', '3')
+  .option('--threads <n>', 'ONNX Runtime intra-op threads for the engine and the peer', '1')
+  .option('--peer-concurrency <n>', 'concurrent requests in the transformers.js comparison', '16')
+  .option('--short-context <n>', 'mean context, in tokens, of the short decode-cost request', '100')
+  .option('--long-context <n>', 'mean context, in tokens, of the long decode-cost request', '900')
+  .addOption(
+    new Option('--end-token <mode>', 'ignore: decode past the end token so every request yields --new-tokens; stop: stop on it as agents do')
+      .choices(['ignore', 'stop'])
+      .default('ignore'),
+  )
+  .option('--no-peer', 'skip transformers.js')
+  .parse();
+
+const raw = program.opts<Record<string, string | boolean>>();
+const positiveInt = (name: string): number => {
+  const value = Number(raw[name]);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`invalid --${name} ${String(raw[name])}: expected a positive integer`);
+  return value;
+};
+const options = {
+  modelDir: String(raw.modelDir),
+  levels: String(raw.levels)
+    .split(',')
+    .map((item) => {
+      const level = Number(item);
+      if (!Number.isInteger(level) || level < 1) throw new Error(`invalid --levels entry "${item}": expected positive integers such as 1,4,16,64`);
+      return level;
+    }),
+  newTokens: positiveInt('newTokens'),
+  repeats: positiveInt('repeats'),
+  threads: positiveInt('threads'),
+  peerConcurrency: positiveInt('peerConcurrency'),
+  shortContext: positiveInt('shortContext'),
+  longContext: positiveInt('longContext'),
+  stopAtEnd: raw.endToken === 'stop',
+  peer: raw.peer !== false,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Prompts: agent prompts in the training format, varied by role, facts and transcript.
+
+const riderQuestions = ['您好，尾号{tail}的订单大概多久能送到？', '您好，请问尾号{tail}的订单现在到哪了？顾客在催了', '师傅您好，尾号{tail}这单还要多久？'];
+
+const userTranscripts: TranscriptLine[][] = [
+  [{ speaker: 'customer', text: '我的外卖怎么还没到？都等了{n}分钟了，在软件上催了好几次也没用' }],
+  [{ speaker: 'customer', text: '骑手到哪了，急死了，地图上骑手的位置半天都不动，打电话也没人接' }],
+  [
+    { speaker: 'customer', text: '外卖怎么还没到' },
+    { speaker: 'agent', text: '您的订单正在配送途中，我这就帮您联系骑手问一下，请稍候。' },
+  ],
+  [
+    { speaker: 'customer', text: '超时{n}分钟了，能不能赔点？' },
+    { speaker: 'agent', text: '非常抱歉让您久等了，我马上帮您查询订单状态。' },
+    { speaker: 'customer', text: '快点吧，饭都要凉了' },
+  ],
+  [{ speaker: 'customer', text: '你好，我想问一下订单大概几点能送到，我一会儿要出门' }],
+  [
+    { speaker: 'customer', text: '能不能帮我催一下骑手，孩子还饿着呢' },
+    { speaker: 'agent', text: '理解您的心情，我已经联系骑手了，请您再稍等几分钟。' },
+    { speaker: 'customer', text: '都说了好几次稍等了，到底还要多久' },
+  ],
+  [
+    { speaker: 'customer', text: '我十一点半下的单，页面写十二点十分送达，现在都十二点半了还在配送中' },
+    { speaker: 'agent', text: '非常抱歉让您久等了，我马上帮您查询订单状态。' },
+    { speaker: 'customer', text: '骑手电话打不通，我下午一点还要开会，你们给个准话' },
+    { speaker: 'agent', text: '我已联系骑手，预计还需{n}分钟送达，给您带来不便非常抱歉。' },
+    { speaker: 'customer', text: '超时这么久有没有补偿？' },
+  ],
+];
+
+const riderReplies = ['路上有点堵，大概{n}分钟', '电梯坏了，我在爬楼，马上到', '已经送到了，放在门口了', '刚取到餐，商家出餐太慢了', '下雨路滑，骑得慢，{n}分钟左右'];
+
+const simCustomerTranscripts: TranscriptLine[][] = [
+  [
+    { speaker: 'customer', text: '我点的外卖超时{n}分钟了还没到，怎么回事' },
+    { speaker: 'agent', text: '非常抱歉，我这就帮您联系骑手确认位置，请稍候。' },
+  ],
+  [
+    { speaker: 'customer', text: '订单一直显示配送中，能帮我看看吗' },
+    { speaker: 'agent', text: '我已联系骑手，预计还需{n}分钟送达，给您带来不便非常抱歉。' },
+  ],
+];
+
+const comps = ['no', 'due', 'issued'] as const;
+const situations = ['normal', 'traffic', 'near', 'rain'] as const;
+const moods = ['calm', 'anxious', 'angry'] as const;
+
+function fill(lines: readonly TranscriptLine[], n: number, tail: string): TranscriptLine[] {
+  return lines.map((line) => ({ ...line, text: line.text.replace('{n}', String(n)).replace('{tail}', tail) }));
+}
+
+/** Builds the `index`-th benchmark prompt; the index sets the role, transcript and fact values. */
+function benchmarkPrompt(index: number): PromptInput {
+  const variant = Math.floor(index / 4);
+  const n = 5 + ((index * 7) % 41);
+  const tail = String((index * 2654435761) % 10000).padStart(4, '0');
+  const question: TranscriptLine = { speaker: 'agent', text: riderQuestions[variant % riderQuestions.length]!.replace('{tail}', tail) };
+
+  switch (index % 4) {
+    case 0: {
+      const transcript = fill(userTranscripts[variant % userTranscripts.length]!, n, tail);
+      const facts: Facts = variant % 3 === 0 ? { order: 'none' } : { order: 'delivering', eta: 3 + (n % 30), late: n, comp: comps[variant % comps.length]! };
+      return { role: 'user_agent', locale: 'zh', facts, transcript };
+    }
+    case 1: {
+      const asked = variant % 3;
+      const transcript: TranscriptLine[] = [question];
+      for (let round = 0; round < asked; round++) {
+        transcript.push({ speaker: 'rider', text: riderReplies[(variant + round) % riderReplies.length]!.replace('{n}', String(n)) });
+        transcript.push({ speaker: 'agent', text: '辛苦了，请问大概还要多久能送到？' });
+      }
+      transcript.push({ speaker: 'rider', text: riderReplies[(variant + asked) % riderReplies.length]!.replace('{n}', String(n)) });
+      return { role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: asked + 1 }, transcript };
+    }
+    case 2: {
+      const transcript = fill(simCustomerTranscripts[variant % simCustomerTranscripts.length]!, n, tail);
+      return { role: 'sim_customer', locale: 'zh', facts: { goal: variant % 2 === 0 ? 'late_order' : 'compensation', mood: moods[variant % moods.length]! }, transcript };
+    }
+    default: {
+      const transcript = [question, { speaker: 'customer' as const, text: `顾客说等了${n}分钟了，麻烦快一点` }];
+      return { role: 'sim_rider', locale: 'zh', facts: { eta: 1 + (n % 40), situation: situations[variant % situations.length]! }, transcript };
+    }
+  }
+}
+
+const complaint =
+  '我中午十一点半就下单了，页面上一开始写的是十二点十分送达，结果到了十二点半还显示在配送中，骑手的位置在地图上一直停在两公里外的路口不动，' +
+  '打骑手电话也没人接，我下午一点还要开会，现在饭没吃上人也走不开，你们能不能给个准话到底什么时候能送到，要是再晚我就只能取消了。' +
+  '上次也是这样，说好的准时宝结果也没有赔，客服只会让我再等等，我真的很失望，希望这次能认真处理一下，至少告诉我骑手现在到底在哪里。';
+
+/**
+ * Builds a user-agent prompt with a long complaint thread whose token count is as close to
+ * `targetTokens` as the prompt format allows (at most 8 transcript lines of 160 characters).
+ */
+function longPrompt(tokenizer: TextTokenizer, targetTokens: number): { prompt: string; tokens: number } {
+  const render = (chars: number) => {
+    const transcript: TranscriptLine[] = [];
+    for (let line = 0, used = 0; line < 8 && used < chars; line++) {
+      const take = Math.min(160, chars - used);
+      const start = (used * 7) % complaint.length;
+      const text = (complaint + complaint).slice(start, start + take);
+      transcript.push({ speaker: line % 2 === 0 ? 'customer' : 'agent', text });
+      used += take;
+    }
+    const prompt = renderPrompt({ role: 'user_agent', locale: 'zh', facts: { order: 'delivering', eta: 'unknown', late: 25, comp: 'due' }, transcript });
+    return { prompt, tokens: tokenizer.encode(prompt).length };
+  };
+
+  // Token count grows with the character budget, so a binary search finds the closest budget.
+  let low = 1;
+  let high = 8 * 160;
+  while (low < high) {
+    const middle = Math.floor((low + high + 1) / 2);
+    if (render(middle).tokens <= targetTokens) low = middle;
+    else high = middle - 1;
+  }
+  return render(low);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and formatting.
+
+function median(values: readonly number[]): number {
+  return percentile(values, 0.5);
+}
+
+/** Nearest-rank percentile; `p` in (0, 1]. */
+function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)]!;
+}
+
+const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
+const ratio = (a: number, b: number) => round(a / b, 2);
+
+/** Mean gap between tokens after the first, or NaN when a request produced fewer than two. */
+function interTokenMs(firstTokenMs: number, totalMs: number, completionTokens: number): number {
+  return completionTokens < 2 ? Number.NaN : (totalMs - firstTokenMs) / (completionTokens - 1);
+}
+
+interface Percentiles {
+  p50: number;
+  p95: number;
+}
+
+/** p50 and p95 of the finite values, in the unit of the input. */
+function percentiles(values: readonly number[], digits = 1): Percentiles {
+  const finite = values.filter(Number.isFinite);
+  return { p50: round(percentile(finite, 0.5), digits), p95: round(percentile(finite, 0.95), digits) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+interface Batch {
+  seconds: number;
+  results: GenerateResult[];
+}
+
+const tokensPerSecond = (batch: Batch) => batch.results.reduce((sum, r) => sum + r.completionTokens, 0) / batch.seconds;
+
+async function concurrently(engine: Engine, prompts: readonly string[]): Promise<Batch> {
+  const started = performance.now();
+  const results = await Promise.all(prompts.map((prompt) => engine.generate({ prompt, maxNewTokens: options.newTokens })));
+  return { seconds: (performance.now() - started) / 1000, results };
+}
+
+async function oneAtATime(engine: Engine, prompts: readonly string[]): Promise<Batch> {
+  const started = performance.now();
+  const results: GenerateResult[] = [];
+  for (const prompt of prompts) results.push(await engine.generate({ prompt, maxNewTokens: options.newTokens }));
+  return { seconds: (performance.now() - started) / 1000, results };
+}
+
+async function peerConcurrently(peer: TransformersPeer, promptIds: readonly number[][]): Promise<{ seconds: number; results: PeerGeneration[] }> {
+  const started = performance.now();
+  const results = await Promise.all(promptIds.map((ids) => peer.generate(ids, options.newTokens, options.stopAtEnd)));
+  return { seconds: (performance.now() - started) / 1000, results };
+}
+
+/**
+ * Makes the engine decode past its end tokens, so that every request yields exactly
+ * `maxNewTokens` tokens and all requests of a level cost the same.
+ */
+function ignoreEndTokens(engine: Engine): void {
+  // NOTE: GenerateRequest has no option to ignore the end token, so this clears the engine's
+  // private set of end-token ids. A request option such as `ignoreEndToken` would replace it.
+  const endIds = (engine as unknown as { endIds?: unknown }).endIds;
+  if (!(endIds instanceof Set)) throw new Error('Engine has no private endIds set any more; rerun with --end-token stop or update ignoreEndTokens()');
+  endIds.clear();
+}
+
+interface Divergence {
+  prompt: number;
+  /** Index of the first new token at which the peer's text leaves the engine's text. */
+  token: number;
+  engineText: string;
+  peerText: string;
+}
+
+/**
+ * Compares the engine's text with the peer's token ids decoded by the engine's tokenizer. The
+ * engine returns text, not ids, so special tokens (skipped when decoding) are not compared.
+ */
+function compareGreedy(tokenizer: TextTokenizer, engineText: string, peerIds: readonly number[], prompt: number): Divergence | null {
+  const peerText = tokenizer.decode(peerIds);
+  if (peerText === engineText) return null;
+
+  let token = peerIds.length;
+  for (let count = 1; count <= peerIds.length; count++) {
+    // A character split across tokens decodes to U+FFFD until its last byte, so drop that tail.
+    const prefix = tokenizer.decode(peerIds.slice(0, count)).replace(/\uFFFD+$/, '');
+    if (!engineText.startsWith(prefix)) {
+      token = count - 1;
+      break;
+    }
+  }
+  return { prompt, token, engineText, peerText };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, Node ${process.version}`;
+let commit = 'unknown';
+try {
+  commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+} catch {
+  // Not a git checkout; the report says "unknown".
+}
+const loadBefore = loadavg();
+console.log(`machine: ${machine}; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}; commit ${commit}`);
+
+const maxConcurrent = Math.max(...options.levels, options.peerConcurrency);
+const engine = await Engine.load({ modelDir: options.modelDir, maxBatchSize: maxConcurrent, intraOpThreads: options.threads });
+if (!options.stopAtEnd) ignoreEndTokens(engine);
+const endIds = new Set([...engine.model.eosTokenIds, engine.tokenizer.tokenId('<|end|>')].filter((id) => id !== undefined));
+
+/** The peer's new-token count as the engine counts it: a final end token is not a completion token. */
+const peerTokens = (generation: PeerGeneration) =>
+  options.stopAtEnd && endIds.has(generation.tokenIds.at(-1) ?? -1) ? generation.tokenIds.length - 1 : generation.tokenIds.length;
+
+const prompts = Array.from({ length: maxConcurrent }, (_, index) => renderPrompt(benchmarkPrompt(index)));
+const promptIds = prompts.map((prompt) => engine.tokenizer.encode(prompt));
+const promptLengths = promptIds.map((ids) => ids.length);
+console.log(
+  `${prompts.length} distinct prompts of ${Math.min(...promptLengths)}–${Math.max(...promptLengths)} tokens (median ${median(promptLengths)}); ` +
+    `${options.newTokens} new tokens each, greedy; end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}; ${options.threads} intra-op thread(s)`,
+);
+
+// Warm-up: let ONNX Runtime allocate for both prefill and batched decode shapes.
+await concurrently(engine, prompts.slice(0, Math.min(4, prompts.length)));
+
+// Throughput per level. Concurrent and one-at-a-time runs alternate within each repeat, so a
+// change in the machine's load hits both sides.
+const levels = [];
+const completionTokens: number[] = [];
+for (const level of options.levels) {
+  const levelPrompts = prompts.slice(0, level);
+  const batchedRates: number[] = [];
+  const serialRates: number[] = [];
+  let sameOutputs = 0;
+  for (let repeat = 0; repeat < options.repeats; repeat++) {
+    const batched = await concurrently(engine, levelPrompts);
+    const serial = await oneAtATime(engine, levelPrompts);
+    batchedRates.push(tokensPerSecond(batched));
+    serialRates.push(tokensPerSecond(serial));
+    if (repeat === 0) sameOutputs = batched.results.filter((result, i) => result.text === serial.results[i]!.text).length;
+    for (const result of [...batched.results, ...serial.results]) completionTokens.push(result.completionTokens);
+  }
+  const row = {
+    concurrent: level,
+    batchedTokensPerSecond: round(median(batchedRates)),
+    oneAtATimeTokensPerSecond: round(median(serialRates)),
+    ratio: ratio(median(batchedRates), median(serialRates)),
+    batchedTextEqualsOneAtATime: `${sameOutputs}/${level}`,
+    repeats: { batched: batchedRates.map((r) => round(r)), oneAtATime: serialRates.map((r) => round(r)) },
+  };
+  levels.push(row);
+  console.log(`  ${level} concurrent: ${row.batchedTokensPerSecond} tokens/s vs ${row.oneAtATimeTokensPerSecond} one at a time (${row.ratio}x)`);
+}
+const endTokenStops = {
+  requests: completionTokens.length,
+  stoppedBeforeNewTokens: completionTokens.filter((n) => n < options.newTokens).length,
+  meanCompletionTokens: round(completionTokens.reduce((sum, n) => sum + n, 0) / completionTokens.length),
+};
+
+// The comparison at one concurrency: engine and transformers.js on the same prompts, alternating.
+let peer: TransformersPeer | null = null;
+let peerLoadError: string | null = null;
+if (options.peer) {
+  try {
+    peer = await TransformersPeer.load({ modelDir: options.modelDir, intraOpThreads: options.threads });
+  } catch (error) {
+    peerLoadError = error instanceof Error ? error.message : String(error);
+    console.log(`transformers.js could not load ${options.modelDir}: ${peerLoadError}`);
+  }
+}
+
+const comparePrompts = prompts.slice(0, options.peerConcurrency);
+const compareIds = promptIds.slice(0, options.peerConcurrency);
+if (peer) await peerConcurrently(peer, compareIds.slice(0, Math.min(4, compareIds.length)));
+
+const engineSide = { rates: [] as number[], firstTokenMs: [] as number[], interTokenMs: [] as number[], texts: [] as string[] };
+const peerSide = { rates: [] as number[], firstTokenMs: [] as number[], interTokenMs: [] as number[], sequences: [] as number[][] };
+for (let repeat = 0; repeat < options.repeats; repeat++) {
+  const ours = await concurrently(engine, comparePrompts);
+  engineSide.rates.push(tokensPerSecond(ours));
+  for (const result of ours.results) {
+    engineSide.firstTokenMs.push(result.firstTokenMs);
+    engineSide.interTokenMs.push(interTokenMs(result.firstTokenMs, result.totalMs, result.completionTokens));
+  }
+  engineSide.texts = ours.results.map((result) => result.text);
+
+  if (!peer) continue;
+  const theirs = await peerConcurrently(peer, compareIds);
+  peerSide.rates.push(theirs.results.reduce((sum, generation) => sum + peerTokens(generation), 0) / theirs.seconds);
+  for (const generation of theirs.results) {
+    peerSide.firstTokenMs.push(generation.firstTokenMs);
+    peerSide.interTokenMs.push(interTokenMs(generation.firstTokenMs, generation.totalMs, peerTokens(generation)));
+  }
+  peerSide.sequences = theirs.results.map((generation) => generation.tokenIds);
+}
+
+const engineAtComparison = {
+  tokensPerSecond: round(median(engineSide.rates)),
+  repeats: engineSide.rates.map((r) => round(r)),
+  firstTokenMs: percentiles(engineSide.firstTokenMs),
+  interTokenMs: percentiles(engineSide.interTokenMs, 2),
+};
+const divergences = peer ? peerSide.sequences.map((ids, i) => compareGreedy(engine.tokenizer, engineSide.texts[i]!, ids, i)).filter((d) => d !== null) : [];
+const peerAtComparison = peer
+  ? {
+      status: 'measured' as const,
+      library: '@huggingface/transformers 4.3.2: AutoModelForCausalLM, dtype fp32, one generate() call per request',
+      tokensPerSecond: round(median(peerSide.rates)),
+      repeats: peerSide.rates.map((r) => round(r)),
+      firstTokenMs: percentiles(peerSide.firstTokenMs),
+      interTokenMs: percentiles(peerSide.interTokenMs, 2),
+      engineToPeerRatio: ratio(median(engineSide.rates), median(peerSide.rates)),
+      greedyMatches: `${options.peerConcurrency - divergences.length}/${options.peerConcurrency}`,
+      divergences,
+    }
+  : peerLoadError !== null
+    ? { status: 'load_failed' as const, error: peerLoadError }
+    : { status: 'skipped' as const };
+
+console.log(`  engine at ${options.peerConcurrency} concurrent: ${engineAtComparison.tokensPerSecond} tokens/s`);
+if (peerAtComparison.status === 'measured') {
+  console.log(`  transformers.js at ${options.peerConcurrency} concurrent: ${peerAtComparison.tokensPerSecond} tokens/s; greedy text identical for ${peerAtComparison.greedyMatches}`);
+  for (const d of divergences) {
+    console.log(`  prompt ${d.prompt} diverges at new token ${d.token}:\n    engine: ${JSON.stringify(d.engineText)}\n    peer:   ${JSON.stringify(d.peerText)}`);
+  }
+}
+
+// Decode cost against context length, one request at a time.
+async function decodeCost(prompt: { prompt: string; tokens: number }) {
+  const engineMs: number[] = [];
+  const peerMs: number[] = [];
+  const ids = engine.tokenizer.encode(prompt.prompt);
+  for (let repeat = 0; repeat < options.repeats; repeat++) {
+    const result = await engine.generate({ prompt: prompt.prompt, maxNewTokens: options.newTokens });
+    engineMs.push(interTokenMs(result.firstTokenMs, result.totalMs, result.completionTokens));
+    if (peer) {
+      const generation = await peer.generate(ids, options.newTokens, options.stopAtEnd);
+      peerMs.push(interTokenMs(generation.firstTokenMs, generation.totalMs, peerTokens(generation)));
+    }
+  }
+  return {
+    promptTokens: prompt.tokens,
+    meanContextTokens: prompt.tokens + Math.floor(options.newTokens / 2),
+    engineMsPerToken: round(median(engineMs), 3),
+    peerMsPerToken: peer ? round(median(peerMs), 3) : null,
+  };
+}
+
+// The mean context over a request is its prompt plus half of its new tokens.
+const short = longPrompt(engine.tokenizer, Math.max(1, options.shortContext - Math.floor(options.newTokens / 2)));
+const long = longPrompt(engine.tokenizer, Math.max(1, options.longContext - Math.floor(options.newTokens / 2)));
+const shortCost = await decodeCost(short);
+const longCost = await decodeCost(long);
+const contextCost = {
+  note: `The model's maximum is ${engine.maxContextTokens} positions, so ~${options.shortContext} vs ~${options.longContext} tokens of context stands in for 1K vs 32K.`,
+  short: shortCost,
+  long: longCost,
+  engineRatio: ratio(longCost.engineMsPerToken, shortCost.engineMsPerToken),
+  peerRatio: longCost.peerMsPerToken !== null && shortCost.peerMsPerToken !== null ? ratio(longCost.peerMsPerToken, shortCost.peerMsPerToken) : null,
+};
+
+await engine.close();
+await peer?.close();
+
+// ---------------------------------------------------------------------------------------------
+// Report.
+
+const report = {
+  benchmark: 'engine',
+  commit,
+  machine,
+  loadAverage: { before: loadBefore.map((l) => round(l, 2)), after: loadavg().map((l) => round(l, 2)) },
+  modelDir: options.modelDir,
+  settings: {
+    newTokensPerRequest: options.newTokens,
+    endToken: options.stopAtEnd ? 'stop' : 'ignore',
+    decoding: 'greedy',
+    repeats: options.repeats,
+    intraOpThreads: options.threads,
+    promptTokens: { count: prompts.length, min: Math.min(...promptLengths), median: median(promptLengths), max: Math.max(...promptLengths) },
+    tokensPerSecond: 'generated tokens / wall-clock seconds for the whole set of requests, prefill included; medians over repeats',
+    firstTokenMs: 'from generate() to the first new token, queueing included',
+    interTokenMs: 'per request, (total − first token) / (new tokens − 1)',
+  },
+  endTokenStops,
+  levels,
+  comparison: { concurrent: options.peerConcurrency, engine: engineAtComparison, peer: peerAtComparison },
+  contextCost,
+};
+mkdirSync('bench/results', { recursive: true });
+const file = `bench/results/engine-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
+writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
+
+const both = (p: Percentiles) => `${p.p50} / ${p.p95} ms`;
+const lines = [
+  '',
+  `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
+    `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats.`,
+  '',
+  '| concurrent requests | batched tokens/s | one at a time tokens/s | ratio | batched text = one-at-a-time text |',
+  '|---|---|---|---|---|',
+  ...levels.map((l) => `| ${l.concurrent} | ${l.batchedTokensPerSecond} | ${l.oneAtATimeTokensPerSecond} | ${l.ratio}x | ${l.batchedTextEqualsOneAtATime} |`),
+  '',
+  `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
+  '|---|---|---|---|---|',
+  `| Sanfang engine | ${engineAtComparison.tokensPerSecond} | ${both(engineAtComparison.firstTokenMs)} | ${both(engineAtComparison.interTokenMs)} | |`,
+];
+if (peerAtComparison.status === 'measured') {
+  lines.push(
+    `| transformers.js 4.3.2 | ${peerAtComparison.tokensPerSecond} | ${both(peerAtComparison.firstTokenMs)} | ${both(peerAtComparison.interTokenMs)} | ${peerAtComparison.greedyMatches} |`,
+    `| engine / transformers.js | ${peerAtComparison.engineToPeerRatio}x | | | |`,
+  );
+} else {
+  lines.push(`| transformers.js 4.3.2 | ${peerAtComparison.status === 'load_failed' ? `failed to load: ${peerAtComparison.error}` : 'skipped (--no-peer)'} | | | |`);
+}
+lines.push(
+  '',
+  '| one request | prompt tokens | ms per token, engine | ms per token, transformers.js |',
+  '|---|---|---|---|',
+  `| ~${options.shortContext} tokens of context | ${shortCost.promptTokens} | ${shortCost.engineMsPerToken} | ${shortCost.peerMsPerToken ?? '—'} |`,
+  `| ~${options.longContext} tokens of context | ${longCost.promptTokens} | ${longCost.engineMsPerToken} | ${longCost.peerMsPerToken ?? '—'} |`,
+  `| long / short | | ${contextCost.engineRatio}x | ${contextCost.peerRatio === null ? '—' : `${contextCost.peerRatio}x`} |`,
+  '',
+  contextCost.note,
+);
+if (options.stopAtEnd) {
+  lines.push(`${endTokenStops.stoppedBeforeNewTokens} of ${endTokenStops.requests} throughput requests stopped on the end token; they averaged ${endTokenStops.meanCompletionTokens} new tokens.`);
+}
+lines.push(`Load average before / after: ${report.loadAverage.before.join(' ')} / ${report.loadAverage.after.join(' ')}.`, `wrote ${file}`);
+console.log(lines.join('\n'));
