@@ -1,9 +1,10 @@
 /**
- * `npm run bench:engine`: the shared engine's decode throughput at several concurrency levels
- * against the same requests served one at a time, the same 16 requests through transformers.js
- * as the peer (with a check that greedy outputs match), latency at 16 concurrent requests, and
- * the decode cost per token at short and long context. Every number comes from one run on one
- * machine. Prints Markdown tables and writes JSON under bench/results/.
+ * `npm run bench:engine` measures the shared engine in one run on one machine. It compares
+ * throughput at several concurrency levels with the same requests served one at a time. It
+ * compares 16 concurrent requests (by default) with transformers.js on the same weights and
+ * checks that greedy outputs match. It also reports latency at that concurrency and the decode
+ * cost per token at short and long context, prints Markdown tables and writes JSON under
+ * bench/results/.
  */
 import { execSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -18,7 +19,7 @@ const program = new Command()
   .option('--model-dir <dir>', 'model folder', 'models/sanfang-moe-v0')
   .option('--levels <list>', 'comma-separated numbers of concurrent requests', '1,4,16,64')
   .option('--new-tokens <n>', 'new tokens generated per request', '64')
-  .option('--repeats <n>', 'repeats per measurement; tables show medians', '3')
+  .option('--repeats <n>', 'repeats per measurement; tables show medians', '5')
   .option('--threads <n>', 'ONNX Runtime intra-op threads for the engine and the peer', '1')
   .option('--peer-concurrency <n>', 'concurrent requests in the transformers.js comparison', '16')
   .option('--short-context <n>', 'mean context, in tokens, of the short decode-cost request', '100')
@@ -31,45 +32,45 @@ const program = new Command()
   .option('--no-peer', 'skip transformers.js')
   .parse();
 
-const raw = program.opts<Record<string, string | boolean>>();
-const positiveInt = (name: string): number => {
-  const value = Number(raw[name]);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`invalid --${name} ${String(raw[name])}: expected a positive integer`);
+const cliOptions = program.opts<Record<string, string | boolean>>();
+const readPositiveInteger = (name: string): number => {
+  const value = Number(cliOptions[name]);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`invalid --${name} ${String(cliOptions[name])}: expected a positive integer`);
   return value;
 };
 const options = {
-  modelDir: String(raw.modelDir),
-  levels: String(raw.levels)
+  modelDir: String(cliOptions.modelDir),
+  levels: String(cliOptions.levels)
     .split(',')
     .map((item) => {
       const level = Number(item);
       if (!Number.isInteger(level) || level < 1) throw new Error(`invalid --levels entry "${item}": expected positive integers such as 1,4,16,64`);
       return level;
     }),
-  newTokens: positiveInt('newTokens'),
-  repeats: positiveInt('repeats'),
-  threads: positiveInt('threads'),
-  peerConcurrency: positiveInt('peerConcurrency'),
-  shortContext: positiveInt('shortContext'),
-  longContext: positiveInt('longContext'),
-  stopAtEnd: raw.endToken === 'stop',
-  peer: raw.peer !== false,
+  newTokens: readPositiveInteger('newTokens'),
+  repeats: readPositiveInteger('repeats'),
+  threads: readPositiveInteger('threads'),
+  peerConcurrency: readPositiveInteger('peerConcurrency'),
+  shortContext: readPositiveInteger('shortContext'),
+  longContext: readPositiveInteger('longContext'),
+  stopAtEnd: cliOptions.endToken === 'stop',
+  peer: cliOptions.peer !== false,
 };
 
 // ---------------------------------------------------------------------------------------------
 // Prompts: agent prompts in the training format, varied by role, facts and transcript.
 
-const riderQuestions = ['您好，尾号{tail}的订单大概多久能送到？', '您好，请问尾号{tail}的订单现在到哪了？顾客在催了', '师傅您好，尾号{tail}这单还要多久？'];
+const riderQuestions = ['您好，尾号{order_tail}的订单大概多久能送到？', '您好，请问尾号{order_tail}的订单现在到哪了？顾客在催了', '师傅您好，尾号{order_tail}这单还要多久？'];
 
 const userTranscripts: TranscriptLine[][] = [
-  [{ speaker: 'customer', text: '我的外卖怎么还没到？都等了{n}分钟了，在软件上催了好几次也没用' }],
+  [{ speaker: 'customer', text: '我的外卖怎么还没到？都等了{minutes}分钟了，在软件上催了好几次也没用' }],
   [{ speaker: 'customer', text: '骑手到哪了，急死了，地图上骑手的位置半天都不动，打电话也没人接' }],
   [
     { speaker: 'customer', text: '外卖怎么还没到' },
     { speaker: 'agent', text: '您的订单正在配送途中，我这就帮您联系骑手问一下，请稍候。' },
   ],
   [
-    { speaker: 'customer', text: '超时{n}分钟了，能不能赔点？' },
+    { speaker: 'customer', text: '超时{minutes}分钟了，能不能赔点？' },
     { speaker: 'agent', text: '非常抱歉让您久等了，我马上帮您查询订单状态。' },
     { speaker: 'customer', text: '快点吧，饭都要凉了' },
   ],
@@ -83,62 +84,62 @@ const userTranscripts: TranscriptLine[][] = [
     { speaker: 'customer', text: '我十一点半下的单，页面写十二点十分送达，现在都十二点半了还在配送中' },
     { speaker: 'agent', text: '非常抱歉让您久等了，我马上帮您查询订单状态。' },
     { speaker: 'customer', text: '骑手电话打不通，我下午一点还要开会，你们给个准话' },
-    { speaker: 'agent', text: '我已联系骑手，预计还需{n}分钟送达，给您带来不便非常抱歉。' },
+    { speaker: 'agent', text: '我已联系骑手，预计还需{minutes}分钟送达，给您带来不便非常抱歉。' },
     { speaker: 'customer', text: '超时这么久有没有补偿？' },
   ],
 ];
 
-const riderReplies = ['路上有点堵，大概{n}分钟', '电梯坏了，我在爬楼，马上到', '已经送到了，放在门口了', '刚取到餐，商家出餐太慢了', '下雨路滑，骑得慢，{n}分钟左右'];
+const riderReplies = ['路上有点堵，大概{minutes}分钟', '电梯坏了，我在爬楼，马上到', '已经送到了，放在门口了', '刚取到餐，商家出餐太慢了', '下雨路滑，骑得慢，{minutes}分钟左右'];
 
 const simCustomerTranscripts: TranscriptLine[][] = [
   [
-    { speaker: 'customer', text: '我点的外卖超时{n}分钟了还没到，怎么回事' },
+    { speaker: 'customer', text: '我点的外卖超时{minutes}分钟了还没到，怎么回事' },
     { speaker: 'agent', text: '非常抱歉，我这就帮您联系骑手确认位置，请稍候。' },
   ],
   [
     { speaker: 'customer', text: '订单一直显示配送中，能帮我看看吗' },
-    { speaker: 'agent', text: '我已联系骑手，预计还需{n}分钟送达，给您带来不便非常抱歉。' },
+    { speaker: 'agent', text: '我已联系骑手，预计还需{minutes}分钟送达，给您带来不便非常抱歉。' },
   ],
 ];
 
-const comps = ['no', 'due', 'issued'] as const;
+const compensations = ['no', 'due', 'issued'] as const;
 const situations = ['normal', 'traffic', 'near', 'rain'] as const;
 const moods = ['calm', 'anxious', 'angry'] as const;
 
-function fill(lines: readonly TranscriptLine[], n: number, tail: string): TranscriptLine[] {
-  return lines.map((line) => ({ ...line, text: line.text.replace('{n}', String(n)).replace('{tail}', tail) }));
+function fillPlaceholders(lines: readonly TranscriptLine[], minutes: number, orderTail: string): TranscriptLine[] {
+  return lines.map((line) => ({ ...line, text: line.text.replace('{minutes}', String(minutes)).replace('{order_tail}', orderTail) }));
 }
 
-/** Builds the `index`-th benchmark prompt; the index sets the role, transcript and fact values. */
+/** Builds the `index`-th benchmark prompt. The index sets the role, the transcript and the fact values. */
 function benchmarkPrompt(index: number): PromptInput {
   const variant = Math.floor(index / 4);
-  const n = 5 + ((index * 7) % 41);
-  const tail = String((index * 2654435761) % 10000).padStart(4, '0');
-  const question: TranscriptLine = { speaker: 'agent', text: riderQuestions[variant % riderQuestions.length]!.replace('{tail}', tail) };
+  const minutes = 5 + ((index * 7) % 41);
+  const orderTail = String((index * 2654435761) % 10000).padStart(4, '0');
+  const question: TranscriptLine = { speaker: 'agent', text: riderQuestions[variant % riderQuestions.length]!.replace('{order_tail}', orderTail) };
 
   switch (index % 4) {
     case 0: {
-      const transcript = fill(userTranscripts[variant % userTranscripts.length]!, n, tail);
-      const facts: Facts = variant % 3 === 0 ? { order: 'none' } : { order: 'delivering', eta: 3 + (n % 30), late: n, comp: comps[variant % comps.length]! };
+      const transcript = fillPlaceholders(userTranscripts[variant % userTranscripts.length]!, minutes, orderTail);
+      const facts: Facts = variant % 3 === 0 ? { order: 'none' } : { order: 'delivering', eta: 3 + (minutes % 30), late: minutes, comp: compensations[variant % compensations.length]! };
       return { role: 'user_agent', locale: 'zh', facts, transcript };
     }
     case 1: {
       const asked = variant % 3;
       const transcript: TranscriptLine[] = [question];
-      for (let round = 0; round < asked; round++) {
-        transcript.push({ speaker: 'rider', text: riderReplies[(variant + round) % riderReplies.length]!.replace('{n}', String(n)) });
+      for (let exchange = 0; exchange < asked; exchange++) {
+        transcript.push({ speaker: 'rider', text: riderReplies[(variant + exchange) % riderReplies.length]!.replace('{minutes}', String(minutes)) });
         transcript.push({ speaker: 'agent', text: '辛苦了，请问大概还要多久能送到？' });
       }
-      transcript.push({ speaker: 'rider', text: riderReplies[(variant + asked) % riderReplies.length]!.replace('{n}', String(n)) });
+      transcript.push({ speaker: 'rider', text: riderReplies[(variant + asked) % riderReplies.length]!.replace('{minutes}', String(minutes)) });
       return { role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: asked + 1 }, transcript };
     }
     case 2: {
-      const transcript = fill(simCustomerTranscripts[variant % simCustomerTranscripts.length]!, n, tail);
+      const transcript = fillPlaceholders(simCustomerTranscripts[variant % simCustomerTranscripts.length]!, minutes, orderTail);
       return { role: 'sim_customer', locale: 'zh', facts: { goal: variant % 2 === 0 ? 'late_order' : 'compensation', mood: moods[variant % moods.length]! }, transcript };
     }
     default: {
-      const transcript = [question, { speaker: 'customer' as const, text: `顾客说等了${n}分钟了，麻烦快一点` }];
-      return { role: 'sim_rider', locale: 'zh', facts: { eta: 1 + (n % 40), situation: situations[variant % situations.length]! }, transcript };
+      const transcript: TranscriptLine[] = [question, { speaker: 'agent', text: `顾客已经等了${minutes}分钟了，麻烦您尽快送达` }];
+      return { role: 'sim_rider', locale: 'zh', facts: { eta: 1 + (minutes % 40), situation: situations[variant % situations.length]! }, transcript };
     }
   }
 }
@@ -149,8 +150,8 @@ const complaint =
   '上次也是这样，说好的准时宝结果也没有赔，客服只会让我再等等，我真的很失望，希望这次能认真处理一下，至少告诉我骑手现在到底在哪里。';
 
 /**
- * Builds a user-agent prompt with a long complaint thread whose token count is as close to
- * `targetTokens` as the prompt format allows (at most 8 transcript lines of 160 characters).
+ * Builds a user-agent prompt with a long complaint thread, as long as possible without exceeding
+ * `targetTokens`. The prompt format caps the thread at 8 transcript lines of 160 characters.
  */
 function longPrompt(tokenizer: TextTokenizer, targetTokens: number): { prompt: string; tokens: number } {
   const render = (chars: number) => {
@@ -166,7 +167,7 @@ function longPrompt(tokenizer: TextTokenizer, targetTokens: number): { prompt: s
     return { prompt, tokens: tokenizer.encode(prompt).length };
   };
 
-  // Token count grows with the character budget, so a binary search finds the closest budget.
+  // The token count rises with the character budget, so a binary search finds the largest budget that fits.
   let low = 1;
   let high = 8 * 160;
   while (low < high) {
@@ -180,11 +181,12 @@ function longPrompt(tokenizer: TextTokenizer, targetTokens: number): { prompt: s
 // ---------------------------------------------------------------------------------------------
 // Statistics and formatting.
 
+/** Returns the median, or the lower of the two middle values for an even count. */
 function median(values: readonly number[]): number {
   return percentile(values, 0.5);
 }
 
-/** Nearest-rank percentile; `p` in (0, 1]. */
+/** Returns the nearest-rank percentile of `values` for `p` in (0, 1]. */
 function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return Number.NaN;
   const sorted = [...values].sort((a, b) => a - b);
@@ -194,7 +196,7 @@ function percentile(values: readonly number[], p: number): number {
 const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
 const ratio = (a: number, b: number) => round(a / b, 2);
 
-/** Mean gap between tokens after the first, or NaN when a request produced fewer than two. */
+/** Returns the mean gap between tokens after the first, or NaN for fewer than two tokens. */
 function interTokenMs(firstTokenMs: number, totalMs: number, completionTokens: number): number {
   return completionTokens < 2 ? Number.NaN : (totalMs - firstTokenMs) / (completionTokens - 1);
 }
@@ -204,7 +206,7 @@ interface Percentiles {
   p95: number;
 }
 
-/** p50 and p95 of the finite values, in the unit of the input. */
+/** Returns p50 and p95 of the finite values, rounded to `digits` decimals. */
 function percentiles(values: readonly number[], digits = 1): Percentiles {
   const finite = values.filter(Number.isFinite);
   return { p50: round(percentile(finite, 0.5), digits), p95: round(percentile(finite, 0.95), digits) };
@@ -237,18 +239,6 @@ async function peerConcurrently(peer: TransformersPeer, promptIds: readonly numb
   const started = performance.now();
   const results = await Promise.all(promptIds.map((ids) => peer.generate(ids, options.newTokens, options.stopAtEnd)));
   return { seconds: (performance.now() - started) / 1000, results };
-}
-
-/**
- * Makes the engine decode past its end tokens, so that every request yields exactly
- * `maxNewTokens` tokens and all requests of a level cost the same.
- */
-function ignoreEndTokens(engine: Engine): void {
-  // NOTE: GenerateRequest has no option to ignore the end token, so this clears the engine's
-  // private set of end-token ids. A request option such as `ignoreEndToken` would replace it.
-  const endIds = (engine as unknown as { endIds?: unknown }).endIds;
-  if (!(endIds instanceof Set)) throw new Error('Engine has no private endIds set any more; rerun with --end-token stop or update ignoreEndTokens()');
-  endIds.clear();
 }
 
 interface Divergence {
@@ -287,17 +277,17 @@ let commit = 'unknown';
 try {
   commit = execSync('git rev-parse --short HEAD', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 } catch {
-  // Not a git checkout; the report says "unknown".
+  // Not a git checkout, so the report shows the commit as "unknown".
 }
 const loadBefore = loadavg();
 console.log(`machine: ${machine}; load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}; commit ${commit}`);
 
 const maxConcurrent = Math.max(...options.levels, options.peerConcurrency);
-const engine = await Engine.load({ modelDir: options.modelDir, maxBatchSize: maxConcurrent, intraOpThreads: options.threads });
-if (!options.stopAtEnd) ignoreEndTokens(engine);
+// Without the end token every request decodes exactly options.newTokens tokens, so all requests of a level cost the same.
+const engine = await Engine.load({ modelDir: options.modelDir, maxBatchSize: maxConcurrent, intraOpThreads: options.threads, stopAtEndToken: options.stopAtEnd });
 const endIds = new Set([...engine.model.eosTokenIds, engine.tokenizer.tokenId('<|end|>')].filter((id) => id !== undefined));
 
-/** The peer's new-token count as the engine counts it: a final end token is not a completion token. */
+/** Counts the peer's new tokens the way the engine does, which leaves out a final end token. */
 const peerTokens = (generation: PeerGeneration) =>
   options.stopAtEnd && endIds.has(generation.tokenIds.at(-1) ?? -1) ? generation.tokenIds.length - 1 : generation.tokenIds.length;
 
@@ -309,7 +299,7 @@ console.log(
     `${options.newTokens} new tokens each, greedy; end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}; ${options.threads} intra-op thread(s)`,
 );
 
-// Warm-up: let ONNX Runtime allocate for both prefill and batched decode shapes.
+// Warm up, so that ONNX Runtime has allocated for prefill and batched decode shapes before timing.
 await concurrently(engine, prompts.slice(0, Math.min(4, prompts.length)));
 
 // Throughput per level. Concurrent and one-at-a-time runs alternate within each repeat, so a
@@ -346,7 +336,7 @@ const endTokenStops = {
   meanCompletionTokens: round(completionTokens.reduce((sum, n) => sum + n, 0) / completionTokens.length),
 };
 
-// The comparison at one concurrency: engine and transformers.js on the same prompts, alternating.
+// Engine and transformers.js on the same prompts at one concurrency, alternating within each repeat.
 let peer: TransformersPeer | null = null;
 let peerLoadError: string | null = null;
 if (options.peer) {
@@ -354,7 +344,7 @@ if (options.peer) {
     peer = await TransformersPeer.load({ modelDir: options.modelDir, intraOpThreads: options.threads });
   } catch (error) {
     peerLoadError = error instanceof Error ? error.message : String(error);
-    console.log(`transformers.js could not load ${options.modelDir}: ${peerLoadError}`);
+    console.log(`transformers.js failed to load ${options.modelDir}: ${peerLoadError}`);
   }
 }
 
@@ -480,7 +470,7 @@ mkdirSync('bench/results', { recursive: true });
 const file = `bench/results/engine-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
 writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
 
-const both = (p: Percentiles) => `${p.p50} / ${p.p95} ms`;
+const formatPercentiles = (p: Percentiles) => `${p.p50} / ${p.p95} ms`;
 const lines = [
   '',
   `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
@@ -492,11 +482,11 @@ const lines = [
   '',
   `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
   '|---|---|---|---|---|',
-  `| Sanfang engine | ${engineAtComparison.tokensPerSecond} | ${both(engineAtComparison.firstTokenMs)} | ${both(engineAtComparison.interTokenMs)} | |`,
+  `| Sanfang engine | ${engineAtComparison.tokensPerSecond} | ${formatPercentiles(engineAtComparison.firstTokenMs)} | ${formatPercentiles(engineAtComparison.interTokenMs)} | |`,
 ];
 if (peerAtComparison.status === 'measured') {
   lines.push(
-    `| transformers.js 4.3.2 | ${peerAtComparison.tokensPerSecond} | ${both(peerAtComparison.firstTokenMs)} | ${both(peerAtComparison.interTokenMs)} | ${peerAtComparison.greedyMatches} |`,
+    `| transformers.js 4.3.2 | ${peerAtComparison.tokensPerSecond} | ${formatPercentiles(peerAtComparison.firstTokenMs)} | ${formatPercentiles(peerAtComparison.interTokenMs)} | ${peerAtComparison.greedyMatches} |`,
     `| engine / transformers.js | ${peerAtComparison.engineToPeerRatio}x | | | |`,
   );
 } else {

@@ -1,7 +1,7 @@
 /**
- * The peer for `npm run bench:engine`: the same model folder run through transformers.js
- * `generate()`, loaded from local files only. Each call decodes one prompt greedily, as a user of
- * that library would call it, and records when the first new token arrived.
+ * Runs a model folder through transformers.js `generate()`, from local files only, as the peer
+ * for `npm run bench:engine`. Each call decodes one prompt greedily, as a user of that library
+ * would call it, and records when the first new token arrived.
  */
 import { basename, dirname, resolve } from 'node:path';
 import { AutoModelForCausalLM, BaseStreamer, env, Tensor, type PreTrainedModel } from '@huggingface/transformers';
@@ -34,7 +34,7 @@ class FirstTokenClock extends BaseStreamer {
 export class TransformersPeer {
   private constructor(private readonly model: PreTrainedModel) {}
 
-  /** Loads `onnx/model.onnx` of `modelDir` in fp32; throws the library's own error when it cannot. */
+  /** Loads `onnx/model.onnx` of `modelDir` in fp32. Throws the library's own error when loading fails. */
   static async load(options: PeerOptions): Promise<TransformersPeer> {
     const dir = resolve(options.modelDir);
     env.allowRemoteModels = false;
@@ -68,7 +68,7 @@ export class TransformersPeer {
       do_sample: false,
       streamer: clock,
     };
-    // A null eos_token_id removes the end-token stopping criterion from generate().
+    // In transformers.js 4.3.2 a null eos_token_id removes the end-token stopping criterion.
     if (!stopAtEnd) options.eos_token_id = null;
     const output = (await this.model.generate(options)) as Tensor;
     const totalMs = performance.now() - started;

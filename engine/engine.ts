@@ -50,6 +50,11 @@ export interface EngineOptions {
   maxQueuedRequests?: number;
   executionProvider?: ExecutionProvider;
   intraOpThreads?: number;
+  /**
+   * Whether the end token finishes a request (default true). Benchmarks turn this off so every
+   * request decodes exactly maxNewTokens tokens.
+   */
+  stopAtEndToken?: boolean;
 }
 
 export interface EngineStats {
@@ -118,6 +123,7 @@ export class Engine implements TextGenerator {
     this.endIds = new Set(model.eosTokenIds);
     const endToken = tokenizer.tokenId('<|end|>');
     if (endToken !== undefined) this.endIds.add(endToken);
+    if (options.stopAtEndToken === false) this.endIds.clear();
   }
 
   static async load(options: EngineOptions): Promise<Engine> {

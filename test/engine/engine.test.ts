@@ -66,6 +66,15 @@ describe('Engine generation', () => {
     expect(result.text).not.toContain('"emotion"');
   });
 
+  it('decodes past the end token when told to', async () => {
+    const unstopped = await Engine.load({ modelDir: defaultModelDir, stopAtEndToken: false });
+    const stopped = await engine.generate({ prompt: prompts[1]!, maxNewTokens: 120 });
+    const result = await unstopped.generate({ prompt: prompts[1]!, maxNewTokens: 120 });
+    await unstopped.close();
+    expect(stopped.completionTokens).toBeLessThan(120);
+    expect(result.completionTokens).toBe(120);
+  });
+
   it('repeats a seeded sample', async () => {
     const sampling = { temperature: 1, topP: 0.95, seed: 42 };
     const first = await engine.generate({ prompt: prompts[2]!, maxNewTokens: 30, sampling });
