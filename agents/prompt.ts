@@ -60,8 +60,9 @@ export function renderPrompt(input: PromptInput): string {
   const lines = input.transcript.slice(-maxTranscriptLines);
   let prompt = `${specialTokens.system}${input.role} ${input.locale}\n${specialTokens.facts}${renderFacts(input.facts)}\n`;
   for (const line of lines) {
-    // Special-token text typed by a party must not reach the model as a control token.
-    const text = line.text.replace(/<\|/g, '<').slice(0, maxLineChars).replace(/\n/g, ' ');
+    // Special-token text typed by a party must not reach the model as a control token. The
+    // replacement contains no '<', so no new '<|' can form from what is left.
+    const text = line.text.replace(/<\|/g, '‹|').slice(0, maxLineChars).replace(/\n/g, ' ');
     prompt += `${specialTokens[line.speaker]}${text}\n`;
   }
   return prompt + specialTokens.turn;

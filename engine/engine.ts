@@ -215,6 +215,9 @@ export class Engine implements TextGenerator {
 
   private abort(sequence: Sequence, reason: string): void {
     if (sequence.settled) return;
+    // A queued request leaves the queue at once, so aborted work never counts against its bound.
+    const queued = this.queue.indexOf(sequence);
+    if (queued !== -1) this.queue.splice(queued, 1);
     this.counters.aborted++;
     this.settle(sequence, new EngineError('aborted', reason));
   }

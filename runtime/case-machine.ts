@@ -15,6 +15,11 @@ export interface CaseContext {
   facts: DeliveryFacts;
   /** Sequence number of the customer message that the current user turn replies to. */
   customerSeq: number;
+  /**
+   * Counts the user turns started in this case. Effect keys include it, so two turns that answer
+   * the same customer message (an interim reply, then the ETA) never share a key.
+   */
+  turnCount: number;
   /** Questions sent to the rider in this case. */
   riderQuestions: number;
   /** The rider's latest message, while the rider-facing agent reads it. */
@@ -24,7 +29,9 @@ export interface CaseContext {
 export type CaseEvent =
   | { type: 'customer.message'; seq: number; text: string }
   | { type: 'rider.message'; seq: number; text: string }
-  | { type: 'operator.return' };
+  | { type: 'operator.return' }
+  /** Re-arms the rider wait after a restart, because timers are not part of the snapshot. */
+  | { type: 'rider.resume' };
 
 export interface UserTurnInput {
   context: CaseContext;
@@ -82,6 +89,7 @@ export const caseMachine = setup({
     locale: input.locale,
     facts: { order: 'none', eta: 'unknown', late: 0, comp: 'no' },
     customerSeq: 0,
+    turnCount: 0,
     riderQuestions: 0,
     riderText: null,
   }),
@@ -93,6 +101,7 @@ export const caseMachine = setup({
       },
     },
     userTurn: {
+      entry: assign({ turnCount: ({ context }) => context.turnCount + 1 }),
       invoke: {
         src: 'userTurn',
         input: ({ context }) => ({ context }),
@@ -146,11 +155,13 @@ export const caseMachine = setup({
           after: { riderReplyTimeout: { target: 'platformEta' } },
           on: {
             'rider.message': { target: 'asking', actions: assign({ riderText: ({ event }) => event.text }) },
+            'rider.resume': { target: 'waiting', reenter: true },
             // While the rider is asked, the customer gets an interim reply and the wait goes on.
             'customer.message': { target: 'interim', actions: assign({ customerSeq: ({ event }) => event.seq }) },
           },
         },
         interim: {
+          entry: assign({ turnCount: ({ context }) => context.turnCount + 1 }),
           invoke: {
             src: 'userTurn',
             input: ({ context }) => ({ context }),
@@ -173,6 +184,11 @@ export const caseMachine = setup({
             onError: { target: '#case.idle' },
           },
         },
+      },
+      on: {
+        // Outside `waiting`, a customer message is stored and remembered; the next user turn,
+        // which reads the whole transcript, answers it.
+        'customer.message': { actions: assign({ customerSeq: ({ event }) => event.seq }) },
       },
     },
     handoff: {

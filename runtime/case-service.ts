@@ -14,7 +14,7 @@ import type { Config } from './config.ts';
 import { caseLogger, log } from './log.ts';
 import { createCase, getCase, listOpenCases, setCaseStatus } from './store/cases.ts';
 import type { Db } from './store/db.ts';
-import { appendMessage, type AppendedMessage } from './store/messages.ts';
+import { appendMessage, listMessagesAfter, type AppendedMessage } from './store/messages.ts';
 import { getOrder } from './store/orders.ts';
 import type { Case, Message, Party } from './store/schema.ts';
 import { loadSnapshot, saveSnapshot } from './store/snapshots.ts';
@@ -114,10 +114,26 @@ export class CaseService {
     return this.actorFor(caseId).getSnapshot();
   }
 
-  /** Restarts every open case from its persisted snapshot, e.g. after a process restart. */
+  /**
+   * Restarts every open case from its persisted snapshot, e.g. after a process restart. Timers
+   * are not in the snapshot, so a case waiting on the rider re-arms its wait (and asks the
+   * simulated rider again). A customer message stored but not yet handed to the machine when
+   * the process died is handed to it now.
+   */
   resumeOpenCases(): number {
     const open = listOpenCases(this.options.db);
-    for (const found of open) this.actorFor(found.id);
+    for (const found of open) {
+      const actor = this.actorFor(found.id);
+      const snapshot = actor.getSnapshot();
+      if (snapshot.matches({ rider: 'waiting' })) {
+        actor.send({ type: 'rider.resume' });
+        this.maybeSimulateRider(found.id);
+      }
+      const lastCustomer = listMessagesAfter(this.options.db, found.id, snapshot.context.customerSeq)
+        .filter((m) => m.party === 'customer' && m.direction === 'in')
+        .at(-1);
+      if (lastCustomer && snapshot.matches('idle')) actor.send({ type: 'customer.message', seq: lastCustomer.seq, text: lastCustomer.text });
+    }
     if (open.length > 0) log.info({ cases: open.length }, 'resumed open cases');
     return open.length;
   }
@@ -131,7 +147,9 @@ export class CaseService {
 
   private incoming(caseId: string, party: 'customer' | 'rider', text: string, clientMsgId: string | undefined, event: (seq: number) => CaseEvent): AppendedMessage {
     this.getCase(caseId);
-    const stored = appendMessage(this.options.db, { caseId, party, direction: 'in', text, clientMsgId, now: this.now() });
+    // Client ids live in a namespace per party, apart from the runtime's own message keys.
+    const scopedId = clientMsgId === undefined ? undefined : `${party}:${clientMsgId}`;
+    const stored = appendMessage(this.options.db, { caseId, party, direction: 'in', text, clientMsgId: scopedId, now: this.now() });
     if (stored.duplicate) return stored;
     this.events.emit('message', stored);
     this.actorFor(caseId).send(event(stored.seq));
@@ -164,7 +182,8 @@ export class CaseService {
         priority: 'live',
       });
       const text = result.status === 'ok' ? result.reply : `大概${eta}分钟到`;
-      if (!this.closed && this.actorFor(caseId).getSnapshot().matches({ rider: 'waiting' })) {
+      const state = this.actorFor(caseId).getSnapshot();
+      if (!this.closed && (state.matches({ rider: 'waiting' }) || state.matches({ rider: 'interim' }))) {
         this.riderMessage(caseId, order.riderId!, text);
       }
     })().catch((error) => caseLogger(caseId).error({ err: error }, 'simulated rider failed'));

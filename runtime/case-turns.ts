@@ -6,7 +6,7 @@
  */
 import { runAgentTurn, type AgentOptions } from '../agents/agent.ts';
 import { parseEtaMinutes } from '../agents/eta.ts';
-import { promptLocale, type TranscriptLine } from '../agents/prompt.ts';
+import { maxTranscriptLines, promptLocale, type TranscriptLine } from '../agents/prompt.ts';
 import type { Action } from '../agents/turn.ts';
 import { callTool } from '../tools/index.ts';
 import type { ToolDeps } from '../tools/index.ts';
@@ -15,7 +15,7 @@ import type { Config } from './config.ts';
 import { promptFacts, replySlotValues, withLateness } from './facts.ts';
 import { caseLogger } from './log.ts';
 import { listCouponsForCase } from './store/coupons.ts';
-import { listMessagesAfter } from './store/messages.ts';
+import { listRecentMessages } from './store/messages.ts';
 import { getOrder } from './store/orders.ts';
 import type { Party } from './store/schema.ts';
 import { fallbackDecision, renderStrategy, riderStrategyForTurn, strategyForTurn, type DeliveryFacts } from './strategies.ts';
@@ -31,8 +31,8 @@ export interface TurnDeps {
 
 /** Loads the case's transcript with one party as prompt lines. */
 export function transcriptWith(deps: TurnDeps, caseId: string, party: 'customer' | 'rider'): TranscriptLine[] {
-  return listMessagesAfter(deps.tools.db, caseId, 0)
-    .filter((message) => message.party === party)
+  // Prompts keep only the latest lines, so a long case costs no more to prompt than a short one.
+  return listRecentMessages(deps.tools.db, caseId, party, maxTranscriptLines)
     .map((message) => ({ speaker: message.direction === 'in' ? party : 'agent', text: message.text }));
 }
 
@@ -63,8 +63,19 @@ function replyStatesFacts(template: string, action: Action, facts: DeliveryFacts
   const speaksOfDelivery = facts.order === 'delivering' && typeof facts.eta === 'number' && (action === 'none' || action === 'issue_coupon');
   if (speaksOfDelivery && !template.includes('{eta_min}')) return false;
   if (action === 'issue_coupon' && !template.includes('{coupon_yuan}')) return false;
-  return true;
+  return statusClaims.every(([claim, holds]) => !claim.test(template) || holds(facts));
 }
+
+/**
+ * Order states a reply may claim, each with the facts that must hold for the claim. A reply
+ * that says an out-for-delivery order was cancelled (and promises a refund) is not sent.
+ */
+const statusClaims: [RegExp, (facts: DeliveryFacts) => boolean][] = [
+  [/取消|退款|cancel|refund/i, (facts) => facts.order === 'cancelled'],
+  [/已送达|已经送达|送到了|delivered/i, (facts) => facts.order === 'delivered'],
+  [/出餐|制作中|备餐|preparing/i, (facts) => facts.order === 'preparing' || facts.order === 'placed'],
+  [/确认中|正在联系|正在帮您联系|等骑手回复|等待骑手|正在等/, (facts) => facts.order === 'delivering' && typeof facts.eta !== 'number'],
+];
 
 const maxUserSteps = 4;
 
@@ -82,7 +93,7 @@ export async function userTurn(deps: TurnDeps, context: CaseContext, signal: Abo
   } catch (error) {
     if (error instanceof TurnAborted || signal.aborted) throw error;
     caseLogger(context.caseId).error({ err: error, customerSeq: context.customerSeq }, 'user turn failed; replied with the busy strategy');
-    deps.deliver(context.caseId, 'customer', renderStrategy('busy', context.locale), `${context.caseId}:c${context.customerSeq}:failed`);
+    deps.deliver(context.caseId, 'customer', renderStrategy('busy', context.locale), `${context.caseId}:t${context.turnCount}:failed`);
     return { facts: context.facts, next: 'idle' };
   }
 }
@@ -92,7 +103,7 @@ async function userTurnSteps(deps: TurnDeps, context: CaseContext, signal: Abort
   const order = getOrder(deps.tools.db, context.orderId);
   if (!order) throw new Error(`order ${context.orderId} of case ${context.caseId} not found`);
   const toolContext = (key: string) => ({ caseId: context.caseId, role: 'user_agent' as const, idempotencyKey: key, now: deps.now() });
-  const keyPrefix = `${context.caseId}:c${context.customerSeq}`;
+  const keyPrefix = `${context.caseId}:t${context.turnCount}`;
 
   let issued = couponsIssuedYuan(deps, context.caseId);
   let facts = withLateness(context.facts, order, deps.now(), { lateThresholdMin: deps.config.lateThresholdMin, couponsIssuedYuan: issued });

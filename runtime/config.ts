@@ -30,6 +30,9 @@ export const configSchema = z.object({
   limits: toolLimitsSchema.default({ maxCompensationYuanPerCase: 10 }),
   /** Longest accepted WebSocket frame, in bytes. */
   maxFrameBytes: z.coerce.number().int().positive().default(16 * 1024),
+  /** Chat messages one connection may send per second on average, with bursts up to `messageBurst`. */
+  messagesPerSecond: z.coerce.number().positive().default(2),
+  messageBurst: z.coerce.number().int().positive().default(10),
   /** Longest accepted chat message, in characters. */
   maxMessageChars: z.coerce.number().int().positive().default(500),
 });

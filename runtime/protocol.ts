@@ -5,7 +5,12 @@
 import { z } from 'zod';
 
 const caseId = z.string().min(1).max(64);
-const text = z.string().trim().min(1);
+// A message must contain something visible: whitespace, zero-width and control characters alone are rejected.
+const text = z
+  .string()
+  .trim()
+  .min(1)
+  .refine((value) => /[^\s\u0000-\u001f\u007f\u200b-\u200f\u2060\ufeff]/u.test(value), { message: 'message has no visible characters' });
 const clientMsgId = z.string().min(1).max(64);
 
 const helloFrameSchema = z.discriminatedUnion('role', [
@@ -31,6 +36,8 @@ export const errorCodes = [
   'not_authenticated',
   'not_found',
   'forbidden',
+  'rate_limited',
+  'duplicate_id',
   'internal_error',
 ] as const;
 export type ErrorCode = (typeof errorCodes)[number];

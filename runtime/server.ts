@@ -13,12 +13,18 @@ import type { Config } from './config.ts';
 import type { Registry } from 'prom-client';
 import { log } from './log.ts';
 import { clientFrameSchema, type ClientFrame, type ErrorCode, type ServerFrame, type WireMessage } from './protocol.ts';
-import { getCaseByResumeToken } from './store/cases.ts';
+import { getCaseByResumeToken, listOpenCases } from './store/cases.ts';
 import type { Db } from './store/db.ts';
 import { StoreError } from './store/errors.ts';
 import { listMessagesAfter } from './store/messages.ts';
 import { getCustomer, getMerchant, getOrder, getRider, listOrdersForCustomer, listOrdersForRider } from './store/orders.ts';
 import type { Message, Order } from './store/schema.ts';
+
+/** A token bucket per connection for chat messages. */
+interface RateBucket {
+  tokens: number;
+  updatedAt: number;
+}
 
 type Session =
   | { role: 'anonymous' }
@@ -60,6 +66,7 @@ function orderSummary(db: Db, order: Order) {
 
 export class ChatServer {
   private readonly sockets = new Map<WebSocket, Session>();
+  private readonly buckets = new Map<WebSocket, RateBucket>();
   private readonly wss: WebSocketServer;
   private readonly http: Server;
   private unsubscribe: () => void = () => {};
@@ -148,7 +155,10 @@ export class ChatServer {
         this.sendError(socket, 'internal_error', 'the server failed to handle this frame; it was not stored');
       }
     });
-    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      this.buckets.delete(socket);
+    });
     socket.on('error', (error) => log.warn({ err: error }, 'websocket error'));
   }
 
@@ -204,7 +214,15 @@ export class ChatServer {
       if (!getRider(this.db, frame.riderId)) throw new CaseServiceError('not_found', `rider ${frame.riderId} not found`);
       this.sockets.set(socket, { role: 'rider', riderId: frame.riderId, locale: frame.locale });
       const orders = listOrdersForRider(this.db, frame.riderId);
-      return this.send(socket, { type: 'welcome', role: 'rider', orders: orders.map((order) => orderSummary(this.db, order)) });
+      this.send(socket, { type: 'welcome', role: 'rider', orders: orders.map((order) => orderSummary(this.db, order)) });
+      // A rider who connects or reconnects gets the rider threads of the open cases on their orders.
+      const orderIds = new Set(orders.map((order) => order.id));
+      for (const open of listOpenCases(this.db).filter((c) => orderIds.has(c.orderId))) {
+        for (const message of listMessagesAfter(this.db, open.id, 0).filter((m) => m.party === 'rider')) {
+          this.send(socket, { type: 'message', message: toWire(message) });
+        }
+      }
+      return;
     }
 
     if (session.role === 'anonymous') {
@@ -214,11 +232,14 @@ export class ChatServer {
     if (frame.type === 'message' && frame.text.length > this.config.maxMessageChars) {
       return this.sendError(socket, 'message_too_long', `message of ${frame.text.length} characters exceeds the limit of ${this.config.maxMessageChars}`, frame.clientMsgId);
     }
+    if (frame.type === 'message' && !this.takeToken(socket)) {
+      return this.sendError(socket, 'rate_limited', `more than ${this.config.messagesPerSecond} messages per second; the message was not stored, send it again later`, frame.clientMsgId);
+    }
 
     if (session.role === 'rider') {
       if (frame.type !== 'message') return this.sendError(socket, 'forbidden', `riders cannot send ${frame.type} frames`);
       const stored = this.cases.riderMessage(frame.caseId, session.riderId, frame.text, frame.clientMsgId);
-      return this.send(socket, { type: 'ack', caseId: frame.caseId, clientMsgId: frame.clientMsgId, seq: stored.seq, duplicate: stored.duplicate });
+      return this.acknowledge(socket, frame, stored);
     }
 
     switch (frame.type) {
@@ -240,9 +261,28 @@ export class ChatServer {
           session.cases.add(frame.caseId);
         }
         const stored = this.cases.customerMessage(frame.caseId, frame.text, frame.clientMsgId);
-        return this.send(socket, { type: 'ack', caseId: frame.caseId, clientMsgId: frame.clientMsgId, seq: stored.seq, duplicate: stored.duplicate });
+        return this.acknowledge(socket, frame, stored);
       }
     }
+  }
+
+  /** Acks a stored message; a reused client message id with other text is reported instead. */
+  private acknowledge(socket: WebSocket, frame: { caseId: string; clientMsgId: string; text: string }, stored: { seq: number; duplicate: boolean; text: string }): void {
+    if (stored.duplicate && stored.text !== frame.text) {
+      return this.sendError(socket, 'duplicate_id', `client message id ${frame.clientMsgId} was already used for another message; use a new id`, frame.clientMsgId);
+    }
+    this.send(socket, { type: 'ack', caseId: frame.caseId, clientMsgId: frame.clientMsgId, seq: stored.seq, duplicate: stored.duplicate });
+  }
+
+  private takeToken(socket: WebSocket): boolean {
+    const now = Date.now();
+    const bucket = this.buckets.get(socket) ?? { tokens: this.config.messageBurst, updatedAt: now };
+    bucket.tokens = Math.min(this.config.messageBurst, bucket.tokens + ((now - bucket.updatedAt) / 1000) * this.config.messagesPerSecond);
+    bucket.updatedAt = now;
+    this.buckets.set(socket, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
   }
 
   private sendCase(socket: WebSocket, caseId: string, resumeToken: string, afterSeq: number): void {

@@ -1,5 +1,5 @@
 /** The per-case message log: every message of every party, numbered 1, 2, 3… within its case. */
-import { and, asc, eq, gt, max } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, max } from 'drizzle-orm';
 import { runInTransaction, type Db } from './db.ts';
 import { StoreError, withStoreErrors } from './errors.ts';
 import { cases, messages, type Message, type MessageDirection, type Party } from './schema.ts';
@@ -68,4 +68,18 @@ export function listMessagesAfter(db: Db, caseId: string, afterSeq: number): Mes
       .orderBy(asc(messages.seq))
       .all(),
   );
+}
+
+/** Lists a party's latest `limit` messages in a case, oldest first, without reading the rest of the case. */
+export function listRecentMessages(db: Db, caseId: string, party: Party, limit: number): Message[] {
+  const newestFirst = withStoreErrors(`list recent ${party} messages of case ${caseId}`, () =>
+    db
+      .select()
+      .from(messages)
+      .where(and(eq(messages.caseId, caseId), eq(messages.party, party)))
+      .orderBy(desc(messages.seq))
+      .limit(limit)
+      .all(),
+  );
+  return newestFirst.reverse();
 }

@@ -2,12 +2,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eq } from 'drizzle-orm';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { CaseService } from '../../runtime/case-service.ts';
 import { loadConfig } from '../../runtime/config.ts';
 import { listCouponsForCase } from '../../runtime/store/coupons.ts';
 import { openStore, type Store } from '../../runtime/store/db.ts';
-import { listMessagesAfter } from '../../runtime/store/messages.ts';
+import { appendMessage, listMessagesAfter } from '../../runtime/store/messages.ts';
 import { listToolCallsForCase } from '../../runtime/store/tool-calls.ts';
 import { orders } from '../../runtime/store/schema.ts';
 import { demoOrderIds, seedDemoData } from '../../runtime/store/seed.ts';
@@ -181,6 +181,72 @@ describe('CaseService', () => {
     const last = listMessagesAfter(store.db, opened.id, 0).at(-1);
     expect(last?.direction).toBe('out');
     expect(last?.text).toContain('系统有点忙');
+    cases.close();
+  });
+
+  it('sends the ETA after an interim reply', async () => {
+    let releaseRider: () => void = () => {};
+    const riderHeld = new Promise<void>((resolve) => (releaseRider = resolve));
+    const engine = scriptedEngine();
+    const slowRider = {
+      prompts: engine.prompts,
+      async generate(request: Parameters<typeof engine.generate>[0]) {
+        if (request.prompt.includes('<|sys|>sim_rider')) await riderHeld;
+        return engine.generate(request);
+      },
+    };
+    const cases = service(slowRider);
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await vi.waitFor(() => expect(cases.snapshot(opened.id).matches({ rider: 'waiting' })).toBe(true));
+    cases.customerMessage(opened.id, '快点啊', 'm2');
+    await vi.waitFor(() => expect(cases.snapshot(opened.id).matches({ rider: 'waiting' })).toBe(true));
+    releaseRider();
+    await cases.settled(opened.id);
+
+    const toCustomer = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer' && m.direction === 'out').map((m) => m.text);
+    expect(toCustomer).toEqual(['我马上联系骑手', '正在联系骑手，请稍等', '骑手预计12分钟后送达，已发放5元优惠券']);
+    cases.close();
+  });
+
+  it('re-arms the rider wait after a restart', async () => {
+    const silent = scriptedEngine((prompt) => (prompt.includes('<|sys|>sim_rider') ? 'not json' : undefined));
+    const config = loadConfig({}, { riderReplyTimeoutMs: 200 });
+    const first = new CaseService({ db: store.db, config, agent: { engine: silent, turnTimeoutMs: 5_000 }, now: () => now, isRiderOnline: () => true });
+    const opened = first.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    first.customerMessage(opened.id, '我的外卖怎么还没到？', 'm1');
+    await vi.waitFor(() => expect(first.snapshot(opened.id).matches({ rider: 'waiting' })).toBe(true));
+    first.close();
+
+    const second = new CaseService({ db: store.db, config, agent: { engine: silent, turnTimeoutMs: 5_000 }, now: () => now, isRiderOnline: () => true });
+    second.resumeOpenCases();
+    await second.settled(opened.id);
+    expect(second.snapshot(opened.id).context.facts.eta).toBe(12);
+    expect(listCouponsForCase(store.db, opened.id)).toHaveLength(1);
+    second.close();
+  });
+
+  it('answers a message stored before a crash', async () => {
+    const first = service();
+    const opened = first.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    first.close();
+    // Stored, but the process died before the machine saw it.
+    appendMessage(store.db, { caseId: opened.id, party: 'customer', direction: 'in', text: '我的外卖怎么还没到？', clientMsgId: 'customer:m1', now });
+
+    const second = service();
+    second.resumeOpenCases();
+    await vi.waitFor(() => expect(listCouponsForCase(store.db, opened.id)).toHaveLength(1));
+    await second.settled(opened.id);
+    second.close();
+  });
+
+  it('keeps client ids apart from runtime keys', async () => {
+    const cases = service();
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'zh');
+    cases.customerMessage(opened.id, '我的外卖怎么还没到？', `out:${opened.id}:t1:s1`);
+    await cases.settled(opened.id);
+    const toCustomer = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer' && m.direction === 'out');
+    expect(toCustomer).toHaveLength(2);
     cases.close();
   });
 });

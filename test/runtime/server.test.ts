@@ -60,7 +60,7 @@ beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sanfang-server-'));
   store = openStore(join(dir, 'test.db'));
   seedDemoData(store.db, now);
-  const config = loadConfig({}, { port: 0, maxFrameBytes: 2048, maxMessageChars: 100 });
+  const config = loadConfig({}, { port: 0, maxFrameBytes: 2048, maxMessageChars: 100, messageBurst: 5, messagesPerSecond: 1 });
   let server: ChatServer | undefined;
   const metrics = createMetrics();
   const observe = (role: string, result: { status: string; latencyMs: number }) => {
@@ -246,5 +246,53 @@ describe('ChatServer conversation', () => {
     expect(response.status).toBe(200);
     expect(await response.text()).toContain('三方');
     expect((await fetch(running.url + '/nope')).status).toBe(404);
+  });
+
+  it('rate-limits a flooding connection', async () => {
+    const client = await customer();
+    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
+    const opened = await client.next('case');
+    for (let i = 0; i < 8; i++) client.send({ type: 'message', caseId: opened.caseId, text: `第${i}条`, clientMsgId: `f${i}` });
+    const limited = await client.next('error');
+    expect(limited.code).toBe('rate_limited');
+    expect(limited.ref).toBe('f5');
+    const stored = listMessagesAfter(store.db, opened.caseId, 0).filter((m) => m.direction === 'in');
+    expect(stored).toHaveLength(5);
+    client.close();
+  });
+
+  it('rejects a reused id with other text', async () => {
+    const client = await customer();
+    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
+    const opened = await client.next('case');
+    client.send({ type: 'message', caseId: opened.caseId, text: '你好', clientMsgId: 'same' });
+    await client.next('ack');
+    client.send({ type: 'message', caseId: opened.caseId, text: '转人工', clientMsgId: 'same' });
+    expect((await client.next('error')).code).toBe('duplicate_id');
+    client.close();
+  });
+
+  it('rejects an invisible message', async () => {
+    const client = await customer();
+    client.send({ type: 'message', caseId: 'x', text: '\u200b\u200b', clientMsgId: 'zw' });
+    expect((await client.next('error')).code).toBe('invalid_frame');
+    client.close();
+  });
+
+  it('replays the rider thread on hello', async () => {
+    const client = await customer();
+    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
+    const opened = await client.next('case');
+    client.send({ type: 'message', caseId: opened.caseId, text: '外卖到哪了', clientMsgId: 'c1' });
+    await client.next('ack');
+    await cases.settled(opened.caseId);
+
+    const rider = await Client.connect(running.url);
+    rider.send({ type: 'hello', role: 'rider', riderId: 'R001' });
+    await rider.next('welcome');
+    const question = await rider.next('message', (f) => f.message.direction === 'out');
+    expect(question.message.caseId).toBe(opened.caseId);
+    rider.close();
+    client.close();
   });
 });
