@@ -205,6 +205,8 @@ export class ChatServer {
     if (frame.type === 'ping') return this.send(socket, { type: 'pong' });
 
     if (frame.type === 'hello') {
+      // NOTE: hello trusts the id it is given: there is no authentication yet, so any client can
+      // act as any demo customer or rider. A deployment must put the platform's login in front.
       if (frame.role === 'customer') {
         if (!getCustomer(this.db, frame.customerId)) throw new CaseServiceError('not_found', `customer ${frame.customerId} not found`);
         this.sockets.set(socket, { role: 'customer', customerId: frame.customerId, locale: frame.locale, cases: new Set() });
