@@ -1,7 +1,7 @@
 /**
  * The prompt format shared by the agents at run time and the corpus generator at training
- * time. A prompt is a role header, a facts line, the recent transcript, then the turn marker;
- * the model completes it with one JSON turn and the end token.
+ * time. A prompt is a role header, a facts line, the recent transcript, then the turn marker.
+ * The model completes it with one JSON turn and the end token.
  */
 import type { Role } from './turn.ts';
 

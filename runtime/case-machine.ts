@@ -16,7 +16,7 @@ export interface CaseContext {
   /** Sequence number of the customer message that the current user turn replies to. */
   customerSeq: number;
   /**
-   * Counts the user turns started in this case. Effect keys include it, so two turns that answer
+   * Counts the user turns started in this case. Effect keys include it, so two turns that reply to
    * the same customer message (an interim reply, then the ETA) never share a key.
    */
   turnCount: number;
@@ -186,8 +186,8 @@ export const caseMachine = setup({
         },
       },
       on: {
-        // Outside `waiting`, a customer message is stored and remembered; the next user turn,
-        // which reads the whole transcript, answers it.
+        // Outside `waiting`, a customer message is stored and remembered. The next user turn
+        // reads the latest transcript lines, this message among them, and replies to it.
         'customer.message': { actions: assign({ customerSeq: ({ event }) => event.seq }) },
       },
     },

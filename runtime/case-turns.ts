@@ -68,7 +68,7 @@ function replyStatesFacts(template: string, action: Action, facts: DeliveryFacts
 
 /**
  * Order states a reply may claim, each with the facts that must hold for the claim. A reply
- * that says an out-for-delivery order was cancelled (and promises a refund) is not sent.
+ * claiming an out-for-delivery order was cancelled (and promising a refund) is not sent.
  */
 const statusClaims: [RegExp, (facts: DeliveryFacts) => boolean][] = [
   [/取消|退款|cancel|refund/i, (facts) => facts.order === 'cancelled'],
@@ -85,7 +85,7 @@ class TurnAborted extends Error {
 
 /**
  * Runs the user-facing agent until it has replied or handed over. A failure other than a
- * barge-in still answers the customer, with the 'busy' strategy, so no message goes unanswered.
+ * barge-in still sends the customer the 'busy' strategy reply, so no message goes without one.
  */
 export async function userTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<UserTurnOutput> {
   try {
