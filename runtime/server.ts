@@ -82,7 +82,7 @@ export class ChatServer {
     this.wss.on('connection', (socket) => this.handleConnection(socket));
   }
 
-  /** Whether a rider is connected right now. The case service checks this before simulating one. */
+  /** Returns whether a rider is connected right now. The case service checks this before simulating one. */
   isRiderOnline(riderId: string): boolean {
     for (const session of this.sockets.values()) if (session.role === 'rider' && session.riderId === riderId) return true;
     return false;
