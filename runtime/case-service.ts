@@ -116,7 +116,7 @@ export class CaseService {
 
   /**
    * Restarts every open case from its persisted snapshot, e.g. after a process restart. Timers
-   * are not in the snapshot, so a case waiting on the rider re-arms its wait (and asks the
+   * are not in the snapshot, so a case waiting on the rider re-arms its wait (and prompts the
    * simulated rider again). A customer message stored but not yet handed to the machine when
    * the process died is handed to it now.
    */
