@@ -1,15 +1,17 @@
 /**
- * The shared inference engine: one per process. Requests are queued, prefilled one at a time
- * and then decoded together, one token per running request per step, in a single batched call.
+ * The shared inference engine: one per process. Queued requests are prefilled together in one
+ * left-padded call, then decoded together, one token per running request per step, in a
+ * single batched call.
  *
- * NOTE: this is the v0 scheduler. Prefill is not chunked, and the batch's KV cache is rebuilt
- * by copying whenever a request joins or leaves. With the standard layout the graph also copies
- * the whole cache on every step (past/present concat), so both costs grow with context length.
+ * NOTE: this is the v0 scheduler. Prefill is not chunked, so a long prompt delays the running
+ * requests' next step. The batch's KV cache is rebuilt by copying whenever a request joins or
+ * leaves, and with the standard layout the graph also copies the whole cache on every step
+ * (past/present concat), so both costs grow with context length.
  */
 import { z } from 'zod';
 import { EngineError, EngineOverloaded } from './errors.ts';
 import { readModelDir, type ModelFiles } from './model-dir.ts';
-import { OnnxDecoderBackend, type ExecutionProvider, type StepInput, type StepOutput } from './onnx-backend.ts';
+import { OnnxDecoderBackend, type ExecutionProvider, type StepOutput } from './onnx-backend.ts';
 import { createRandom, sampleToken, samplingSchema, type Sampling } from './sampler.ts';
 import { StreamDecoder, TextTokenizer } from './tokenizer.ts';
 
@@ -96,6 +98,18 @@ interface CacheLocation {
   row: number;
   paddedLength: number;
 }
+
+/**
+ * Upper bound on the padded tokens (batch × longest prompt) of one prefill call, which bounds
+ * its logits buffer (tokens × vocabulary × 4 bytes) and attention scores.
+ */
+const maxPrefillTokens = 4096;
+
+/**
+ * Largest share of padding a grouped prefill may add: prompts of very different lengths are
+ * prefilled in separate calls, because padded positions cost as much as real ones.
+ */
+const maxPrefillPadding = 0.25;
 
 export class Engine implements TextGenerator {
   readonly maxContextTokens: number;
@@ -236,18 +250,18 @@ export class Engine implements TextGenerator {
       this.running.forEach((sequence, row) => locations.set(sequence, { tensors: this.batchCache, row, paddedLength: this.batchPaddedLength }));
       let membershipChanged = false;
 
-      while (this.queue.length > 0 && this.running.length < this.maxBatchSize) {
-        const sequence = this.queue.shift()!;
-        if (sequence.settled) continue;
+      const admitted = this.takePrefillGroup();
+      if (admitted.length > 0) {
         try {
-          const cache = await this.prefill(sequence);
-          if (!sequence.settled) {
+          const { cache, paddedLength } = await this.prefill(admitted);
+          admitted.forEach((sequence, row) => {
+            if (sequence.settled) return;
             this.running.push(sequence);
-            locations.set(sequence, { tensors: cache, row: 0, paddedLength: sequence.cacheLength });
+            locations.set(sequence, { tensors: cache, row, paddedLength });
             membershipChanged = true;
-          }
+          });
         } catch (error) {
-          this.settle(sequence, error as Error);
+          for (const sequence of admitted) this.settle(sequence, error as Error);
         }
       }
 
@@ -269,22 +283,65 @@ export class Engine implements TextGenerator {
   }
 
 
-  private async prefill(sequence: Sequence): Promise<Float32Array[]> {
-    sequence.startedAt = performance.now();
-    const length = sequence.promptIds.length;
-    const input: StepInput = {
-      batchSize: 1,
-      sequenceLength: length,
+  /**
+   * Takes the queued requests that join the batch next and are prefilled together, in queue
+   * order: as many as the batch has room for, while the left-padded prefill stays within
+   * `maxPrefillTokens` and padding adds at most `maxPrefillPadding` to the real prompt tokens.
+   */
+  private takePrefillGroup(): Sequence[] {
+    const group: Sequence[] = [];
+    let longest = 0;
+    let promptTokens = 0;
+    while (this.queue.length > 0 && this.running.length + group.length < this.maxBatchSize) {
+      const next = this.queue[0]!;
+      if (next.settled) {
+        this.queue.shift();
+        continue;
+      }
+      const length = Math.max(longest, next.promptIds.length);
+      const padded = length * (group.length + 1);
+      const fits = padded <= maxPrefillTokens && padded <= (promptTokens + next.promptIds.length) * (1 + maxPrefillPadding);
+      if (group.length > 0 && !fits) break;
+      this.queue.shift();
+      group.push(next);
+      longest = length;
+      promptTokens += next.promptIds.length;
+    }
+    return group;
+  }
+
+  /** Prefills the prompts of `group` in one call, left-padded to the longest, and samples each one's first token. */
+  private async prefill(group: Sequence[]): Promise<{ cache: Float32Array[]; paddedLength: number }> {
+    const startedAt = performance.now();
+    const paddedLength = Math.max(...group.map((s) => s.promptIds.length));
+    const batchSize = group.length;
+    const inputIds = new BigInt64Array(batchSize * paddedLength);
+    const attentionMask = new BigInt64Array(batchSize * paddedLength);
+    const positionIds = new BigInt64Array(batchSize * paddedLength);
+    group.forEach((sequence, row) => {
+      sequence.startedAt = startedAt;
+      const pad = paddedLength - sequence.promptIds.length;
+      sequence.promptIds.forEach((id, i) => {
+        inputIds[row * paddedLength + pad + i] = BigInt(id);
+        attentionMask[row * paddedLength + pad + i] = 1n;
+        positionIds[row * paddedLength + pad + i] = BigInt(i);
+      });
+    });
+
+    const output = await this.backend.run({
+      batchSize,
+      sequenceLength: paddedLength,
       pastLength: 0,
-      inputIds: BigInt64Array.from(sequence.promptIds, (id) => BigInt(id)),
-      attentionMask: new BigInt64Array(length).fill(1n),
-      positionIds: BigInt64Array.from({ length }, (_, i) => BigInt(i)),
+      inputIds,
+      attentionMask,
+      positionIds,
       past: Array.from({ length: 2 * this.model.numLayers }, () => new Float32Array(0)),
-    };
-    const output = await this.backend.run(input);
-    sequence.cacheLength = length;
-    this.accept(sequence, output, (length - 1) * this.model.vocabSize);
-    return output.present;
+    });
+    group.forEach((sequence, row) => {
+      sequence.cacheLength = sequence.promptIds.length;
+      if (!sequence.settled) this.accept(sequence, output, (row * paddedLength + paddedLength - 1) * this.model.vocabSize);
+    });
+    return { cache: output.present, paddedLength };
   }
 
   private async decodeStep(): Promise<void> {
