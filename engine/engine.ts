@@ -66,6 +66,7 @@ export interface EngineStats {
   aborted: number;
   rejected: number;
   decodeSteps: number;
+  prefillCalls: number;
   generatedTokens: number;
 }
 
@@ -123,7 +124,7 @@ export class Engine implements TextGenerator {
   private closed = false;
   private nextId = 1;
   private readonly endIds: Set<number>;
-  private readonly counters = { completed: 0, aborted: 0, rejected: 0, decodeSteps: 0, generatedTokens: 0 };
+  private readonly counters = { completed: 0, aborted: 0, rejected: 0, decodeSteps: 0, prefillCalls: 0, generatedTokens: 0 };
 
   private constructor(
     readonly model: ModelFiles,
@@ -337,6 +338,7 @@ export class Engine implements TextGenerator {
       positionIds,
       past: Array.from({ length: 2 * this.model.numLayers }, () => new Float32Array(0)),
     });
+    this.counters.prefillCalls++;
     group.forEach((sequence, row) => {
       sequence.cacheLength = sequence.promptIds.length;
       if (!sequence.settled) this.accept(sequence, output, (row * paddedLength + paddedLength - 1) * this.model.vocabSize);

@@ -35,6 +35,7 @@ export function createMetrics(engineStats?: () => EngineStats): Metrics {
       ['aborted', 'Requests aborted since start'],
       ['rejected', 'Requests rejected because the queue was full, since start'],
       ['decodeSteps', 'Batched decode steps since start'],
+      ['prefillCalls', 'Prefill calls since start, each for one or more prompts'],
       ['generatedTokens', 'Tokens generated since start'],
     ];
     for (const [field, help] of fields) {

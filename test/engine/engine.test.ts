@@ -47,6 +47,20 @@ describe('Engine generation', () => {
     expect(batched.map((r) => r.text)).toEqual(sequential);
   });
 
+  it('prefills similar prompts together', async () => {
+    const similar = [3, 5, 7, 9, 11].map((eta) =>
+      renderPrompt({ role: 'sim_rider', locale: 'zh', facts: { eta, situation: 'normal' }, transcript: [{ speaker: 'agent', text: '请问多久能到？' }] }),
+    );
+    const sequential: string[] = [];
+    for (const prompt of similar) sequential.push((await engine.generate({ prompt, maxNewTokens: 40 })).text);
+
+    const before = engine.stats().prefillCalls;
+    const batched = await Promise.all(similar.map((prompt) => engine.generate({ prompt, maxNewTokens: 40 })));
+    expect(batched.map((r) => r.text)).toEqual(sequential);
+    // Requests queued together share prefill calls instead of taking one call each.
+    expect(engine.stats().prefillCalls - before).toBeLessThan(similar.length);
+  });
+
   it('streams text that adds up to the result', async () => {
     const pieces: string[] = [];
     const result = await engine.generate({ prompt: prompts[3]!, maxNewTokens: 60, onText: (delta) => pieces.push(delta) });
