@@ -124,14 +124,14 @@ function benchmarkPrompt(index: number): PromptInput {
       return { role: 'user_agent', locale: 'zh', facts, transcript };
     }
     case 1: {
-      const asked = variant % 3;
+      const earlierExchanges = variant % 3;
       const transcript: TranscriptLine[] = [question];
-      for (let exchange = 0; exchange < asked; exchange++) {
+      for (let exchange = 0; exchange < earlierExchanges; exchange++) {
         transcript.push({ speaker: 'rider', text: riderReplies[(variant + exchange) % riderReplies.length]!.replace('{minutes}', String(minutes)) });
         transcript.push({ speaker: 'agent', text: '辛苦了，请问大概还要多久能送到？' });
       }
-      transcript.push({ speaker: 'rider', text: riderReplies[(variant + asked) % riderReplies.length]!.replace('{minutes}', String(minutes)) });
-      return { role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: asked + 1 }, transcript };
+      transcript.push({ speaker: 'rider', text: riderReplies[(variant + earlierExchanges) % riderReplies.length]!.replace('{minutes}', String(minutes)) });
+      return { role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: earlierExchanges + 1 }, transcript };
     }
     case 2: {
       const transcript = fillPlaceholders(simCustomerTranscripts[variant % simCustomerTranscripts.length]!, minutes, orderTail);

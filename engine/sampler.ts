@@ -51,17 +51,17 @@ export function sampleToken(logits: Float32Array, offset: number, length: number
   }
 
   const order = Array.from({ length }, (_, i) => i).sort((a, b) => probabilities[b]! - probabilities[a]!);
-  let kept = 0;
+  let nucleusSize = 0;
   let cumulative = 0;
-  while (kept < order.length && cumulative < sampling.topP * total) {
-    cumulative += probabilities[order[kept]!]!;
-    kept++;
+  while (nucleusSize < order.length && cumulative < sampling.topP * total) {
+    cumulative += probabilities[order[nucleusSize]!]!;
+    nucleusSize++;
   }
 
   let threshold = random() * cumulative;
-  for (let i = 0; i < kept; i++) {
+  for (let i = 0; i < nucleusSize; i++) {
     threshold -= probabilities[order[i]!]!;
     if (threshold <= 0) return order[i]!;
   }
-  return order[kept - 1]!;
+  return order[nucleusSize - 1]!;
 }

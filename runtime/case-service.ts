@@ -176,7 +176,7 @@ export class CaseService {
         role: 'sim_rider',
         locale: promptLocale(found.locale as Locale),
         facts: { eta, situation: 'normal' },
-        transcript: transcriptWith(this.turnDeps, caseId, 'rider').slice(-1),
+        transcript: transcriptWith(this.options.db, caseId, 'rider').slice(-1),
         temperature: 0.7,
         seed: order.id.length + eta,
         priority: 'live',

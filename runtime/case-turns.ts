@@ -15,6 +15,7 @@ import type { Config } from './config.ts';
 import { promptFacts, replySlotValues, withLateness } from './facts.ts';
 import { caseLogger } from './log.ts';
 import { listCouponsForCase } from './store/coupons.ts';
+import type { Db } from './store/db.ts';
 import { listRecentMessages } from './store/messages.ts';
 import { getOrder } from './store/orders.ts';
 import type { Party } from './store/schema.ts';
@@ -30,9 +31,9 @@ export interface TurnDeps {
 }
 
 /** Loads the case's transcript with one party as prompt lines. */
-export function transcriptWith(deps: TurnDeps, caseId: string, party: 'customer' | 'rider'): TranscriptLine[] {
+export function transcriptWith(db: Db, caseId: string, party: 'customer' | 'rider'): TranscriptLine[] {
   // Prompts keep only the latest lines, so a long case costs no more to prompt than a short one.
-  return listRecentMessages(deps.tools.db, caseId, party, maxTranscriptLines)
+  return listRecentMessages(db, caseId, party, maxTranscriptLines)
     .map((message) => ({ speaker: message.direction === 'in' ? party : 'agent', text: message.text }));
 }
 
@@ -120,7 +121,7 @@ async function userTurnSteps(deps: TurnDeps, context: CaseContext, signal: Abort
       role: 'user_agent',
       locale: promptLocale(context.locale),
       facts: promptFacts(facts),
-      transcript: transcriptWith(deps, context.caseId, 'customer'),
+      transcript: transcriptWith(deps.tools.db, context.caseId, 'customer'),
       slots,
       signal,
     });
@@ -182,7 +183,7 @@ const maxRiderQuestions = 3;
 export async function riderTurn(deps: TurnDeps, context: CaseContext, signal: AbortSignal): Promise<RiderTurnOutput> {
   const logger = caseLogger(context.caseId);
   const slots = { order_tail: context.orderId.slice(-4) };
-  const transcript = transcriptWith(deps, context.caseId, 'rider');
+  const transcript = transcriptWith(deps.tools.db, context.caseId, 'rider');
   const riderText = context.riderText;
   const key = `${context.caseId}:r${context.riderQuestions}`;
 

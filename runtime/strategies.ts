@@ -151,7 +151,7 @@ export function fallbackDecision(facts: DeliveryFacts): { action: Action; strate
 }
 
 /**
- * Picks the strategy that says what a validated model turn says, for a case whose locale the
+ * Picks the strategy whose text matches a validated model turn's reply, for a case whose locale the
  * model does not speak. Returns null for a turn that sends nothing (an order lookup).
  */
 export function strategyForTurn(action: Action, intent: Intent, facts: DeliveryFacts): StrategyId | null {

@@ -10,6 +10,7 @@ import { runAgentTurn } from '../agents/agent.ts';
 import { promptLocale } from '../agents/prompt.ts';
 import type { TextGenerator } from '../engine/engine.ts';
 import { CaseService } from '../runtime/case-service.ts';
+import { transcriptWith } from '../runtime/case-turns.ts';
 import { loadConfig, type Config } from '../runtime/config.ts';
 import { listCouponsForCase } from '../runtime/store/coupons.ts';
 import { openStore } from '../runtime/store/db.ts';
@@ -64,9 +65,7 @@ export async function simulate(scenario: Scenario, options: SimulateOptions): Pr
 
     let customerTurns = 0;
     for (let turn = 0; turn < scenario.customer.maxTurns; turn++) {
-      const transcript = listMessagesAfter(store.db, opened.id, 0)
-        .filter((m) => m.party === 'customer')
-        .map((m) => ({ speaker: m.direction === 'in' ? ('customer' as const) : ('agent' as const), text: m.text }));
+      const transcript = transcriptWith(store.db, opened.id, 'customer');
       const result = await runAgentTurn(agent, {
         role: 'sim_customer',
         locale: promptLocale(scenario.locale),
@@ -92,12 +91,12 @@ export async function simulate(scenario: Scenario, options: SimulateOptions): Pr
     const couponYuan = coupons.reduce((sum, c) => sum + c.amountFen, 0) / 100;
     const facts = cases.snapshot(opened.id).context.facts;
     const toCustomer = messages.filter((m) => m.party === 'customer' && m.direction === 'out').map((m) => m.text);
-    const etaSaid = typeof facts.eta === 'number' && toCustomer.some((text) => text.includes(`${facts.eta}分钟`) || text.includes(`${facts.eta} minutes`));
+    const etaCommunicated = typeof facts.eta === 'number' && toCustomer.some((text) => text.includes(`${facts.eta}分钟`) || text.includes(`${facts.eta} minutes`));
     const handedOff = getCase(store.db, opened.id)?.status === 'handoff';
 
     const checks: CheckResult[] = [
       { name: 'coupon issued', passed: coupons.length > 0 === scenario.expect.couponIssued, expected: String(scenario.expect.couponIssued), actual: String(coupons.length > 0) },
-      { name: 'ETA communicated', passed: etaSaid === scenario.expect.etaCommunicated, expected: String(scenario.expect.etaCommunicated), actual: typeof facts.eta === 'number' ? `${etaSaid} (ETA ${facts.eta} min)` : `${etaSaid} (no ETA)` },
+      { name: 'ETA communicated', passed: etaCommunicated === scenario.expect.etaCommunicated, expected: String(scenario.expect.etaCommunicated), actual: typeof facts.eta === 'number' ? `${etaCommunicated} (ETA ${facts.eta} min)` : `${etaCommunicated} (no ETA)` },
       { name: 'handoff', passed: handedOff === scenario.expect.handoff, expected: String(scenario.expect.handoff), actual: String(handedOff) },
     ];
     if (scenario.expect.couponYuan !== undefined) {

@@ -77,7 +77,7 @@ export const orders = sqliteTable(
     amountFen: integer('amount_fen').notNull(),
     promisedAt: integer('promised_at').notNull(),
     status: text('status', { enum: orderStatuses }).notNull(),
-    // The platform's own estimate in minutes; the simulated rider answers with it.
+    // The platform's own estimate in minutes; the simulated rider replies with it.
     riderEtaMin: integer('rider_eta_min'),
     createdAt: integer('created_at').notNull(),
   },

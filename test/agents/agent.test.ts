@@ -6,7 +6,7 @@ import { EngineError, EngineOverloaded } from '../../engine/errors.ts';
 const validTurn = JSON.stringify({ intent: 'greeting', emotion: 'calm', entities: {}, action: 'none', reply: '您好' });
 const input = { role: 'user_agent' as const, locale: 'zh' as const, facts: { order: 'none' }, transcript: [{ speaker: 'customer' as const, text: '你好' }] };
 
-/** An engine stand-in that answers `text` after `delayMs`, honouring the request's AbortSignal. */
+/** An engine stand-in that returns `text` after `delayMs`, honouring the request's AbortSignal. */
 function slowEngine(text: string, delayMs: number, seen: { aborted?: boolean } = {}): TextGenerator {
   return {
     generate: (request: GenerateRequest) =>

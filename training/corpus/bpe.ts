@@ -26,7 +26,7 @@ export interface TrainedTokenizer {
 }
 
 /**
- * Trains merges on `texts` until the vocabulary holds `vocabSize` entries. Special tokens take
+ * Trains merges on `texts` until the vocabulary contains `vocabSize` entries. Special tokens take
  * ids 0..n-1 and are never split; ties between equally frequent pairs break on the pair's
  * string, so the result is deterministic.
  */
@@ -52,7 +52,7 @@ export function trainByteLevelBpe(
 
   const symbols: string[] = [...specialTokens, ...byteChars];
   const symbolIds = new Map(symbols.map((s, i) => [s, i]));
-  // Token length in bytes, and whether it holds a non-ASCII byte. Capping non-ASCII tokens at
+  // Token length in bytes, and whether it contains a non-ASCII byte. Capping non-ASCII tokens at
   // two CJK characters keeps Chinese tokens near word size, so a paraphrase the model never saw
   // still splits into pieces it knows.
   const highByteChars = new Set(byteChars.slice(128));
