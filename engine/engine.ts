@@ -1,18 +1,25 @@
 /**
- * The shared inference engine: one per process. Queued requests are prefilled together in one
- * left-padded call, then decoded together, one token per running request per step, in a
- * single batched call.
+ * The shared inference engine: one per process, with continuous batching. Between decode
+ * steps, requests join the running batch once their prompt is prefilled and leave it as soon
+ * as they finish, abort or pass their deadline. Prompts are prefilled in chunks of at most
+ * `prefillChunkTokens`, one prefill call between two decode steps, so a long prompt delays the
+ * running requests by one chunk at a time. Short prompts queued together share a left-padded
+ * prefill call.
  *
- * NOTE: this is the v0 scheduler. Prefill is not chunked, so a long prompt delays the running
- * requests' next step. The batch's KV cache is rebuilt by copying whenever a request joins or
- * leaves, and with the standard layout the graph also copies the whole cache on every step
- * (past/present concat), so both costs grow with context length.
+ * Each sequence keeps its KV cache in pages (kv-cache.ts) and the decode batch reads views of
+ * them into slot buffers (decode-batch.ts). Contexts longer than the model's trained positions
+ * attend sparsely (sparse.ts), so a step's cost is bounded by the attended budget rather than
+ * the context length. Every sequence's cache counts against a byte budget.
  */
 import { z } from 'zod';
+import { DecodeBatch, headroom, type BatchRow } from './decode-batch.ts';
 import { EngineError, EngineOverloaded } from './errors.ts';
+import { bytesPerToken, pageTokens, SequenceCache, type LayerView } from './kv-cache.ts';
 import { readModelDir, type ModelFiles } from './model-dir.ts';
-import { OnnxDecoderBackend, type ExecutionProvider, type StepOutput } from './onnx-backend.ts';
+import type { ModelShape } from './rotary.ts';
 import { createRandom, sampleToken, samplingSchema, type Sampling } from './sampler.ts';
+import { attendedBudget, chooseViews, defaultSparseAttention, isDense, type SparseAttentionOptions } from './sparse.ts';
+import { loadStepModel, maskedBias, type ExecutionProvider, type StepModel, type StepResult } from './step-model.ts';
 import { StreamDecoder, TextTokenizer } from './tokenizer.ts';
 
 export const generateRequestSchema = z.object({
@@ -21,12 +28,29 @@ export const generateRequestSchema = z.object({
   sampling: samplingSchema.default({ temperature: 0, topP: 1 }),
   stop: z.array(z.string().min(1)).max(8).default([]),
   priority: z.enum(['live', 'simulation']).default('live'),
+  /** Milliseconds from submission after which the request fails with `deadline_exceeded`. */
+  deadlineMs: z.number().int().positive().max(3_600_000).optional(),
 });
+
+/** A token-level grammar for one request; see engine/constrained/. */
+export interface TokenConstraint {
+  /** Writes -Infinity into the logits of every token not allowed now. */
+  maskLogits(logits: Float32Array): void;
+  accept(tokenId: number): void;
+  /** True when the constrained value is complete. */
+  isComplete(): boolean;
+}
+
+export interface ConstraintFactory {
+  create(): TokenConstraint;
+}
 
 export type GenerateRequest = z.input<typeof generateRequestSchema> & {
   signal?: AbortSignal;
   /** Called with each newly decoded piece of text, in order. */
   onText?: (delta: string) => void;
+  /** Masks the sampler so the output follows a grammar, e.g. one built from a zod schema. */
+  constraint?: ConstraintFactory;
 };
 
 export type FinishReason = 'stop' | 'length';
@@ -46,17 +70,44 @@ export interface TextGenerator {
   generate(request: GenerateRequest): Promise<GenerateResult>;
 }
 
+/** Callbacks for metrics; each is called on the engine loop, so keep them cheap. */
+export interface EngineObserver {
+  queueWait?(ms: number): void;
+  firstToken?(ms: number): void;
+  interToken?(ms: number): void;
+  step?(kind: 'prefill' | 'decode', rows: number, tokens: number, ms: number): void;
+}
+
 export interface EngineOptions {
   modelDir: string;
   maxBatchSize?: number;
   maxQueuedRequests?: number;
   executionProvider?: ExecutionProvider;
   intraOpThreads?: number;
+  /** Which graph to run: the step graph when the folder has one ('auto'), or the standard layout. */
+  layout?: 'auto' | 'step' | 'standard';
+  /** Longest prompt plus completion served; past the trained positions, attention is sparse. */
+  maxContextTokens?: number;
+  /** Most prompt tokens prefilled between two decode steps. */
+  prefillChunkTokens?: number;
+  /** Bytes of KV cache all sequences together may reserve. */
+  kvBudgetBytes?: number;
+  sparseAttention?: Partial<SparseAttentionOptions>;
   /**
    * Whether the end token finishes a request (default true). Benchmarks turn this off so every
    * request decodes exactly maxNewTokens tokens.
    */
   stopAtEndToken?: boolean;
+  observer?: EngineObserver;
+}
+
+export interface SequenceStats {
+  id: number;
+  phase: 'prefill' | 'decode';
+  contextTokens: number;
+  kvBytes: number;
+  /** Tokens each step attends to (all of them while the context is dense). */
+  attendedTokens: number;
 }
 
 export interface EngineStats {
@@ -65,12 +116,23 @@ export interface EngineStats {
   completed: number;
   aborted: number;
   rejected: number;
+  deadlineExceeded: number;
   decodeSteps: number;
   prefillCalls: number;
   generatedTokens: number;
+  batchLayouts: number;
+  /** Bytes held by sequences' KV pages. */
+  kvBytes: number;
+  /** Bytes reserved by admitted sequences for their whole prompt plus completion. */
+  kvReservedBytes: number;
+  kvBudgetBytes: number;
+  /** Bytes of the decode batch's slot buffers. */
+  batchBufferBytes: number;
+  /** Routed (token, choice) assignments per layer and expert, since load; empty without expert counts. */
+  expertLoad: number[][];
 }
 
-interface Sequence {
+interface Sequence extends BatchRow {
   id: number;
   promptIds: number[];
   generated: number[];
@@ -80,12 +142,18 @@ interface Sequence {
   priority: 'live' | 'simulation';
   random: () => number;
   decoder: StreamDecoder;
+  constraint?: TokenConstraint;
   text: string;
-  /** Tokens held in this sequence's KV cache. */
-  cacheLength: number;
+  cache: SequenceCache;
+  reservedBytes: number;
+  /** The latest post-RoPE query per layer, for choosing sparse pages. */
+  queries?: Float32Array[];
+  /** Dense views cover positions up to this length; past it the views must be chosen again. */
+  denseUntil: number;
   enqueuedAt: number;
   startedAt: number;
   firstTokenAt: number;
+  lastTokenAt: number;
   settled: boolean;
   onText?: (delta: string) => void;
   resolve: (result: GenerateResult) => void;
@@ -93,48 +161,57 @@ interface Sequence {
   cleanup: () => void;
 }
 
-/** The location of a running sequence's KV rows: one row of a left-padded tensor set. */
-interface CacheLocation {
-  tensors: Float32Array[];
-  row: number;
-  paddedLength: number;
-}
+/** Upper bound on padded tokens (rows × longest prompt) of one grouped prefill call. */
+const maxGroupTokens = 2048;
 
-/**
- * Upper bound on the padded tokens (batch × longest prompt) of one prefill call, which bounds
- * its logits buffer (tokens × vocabulary × 4 bytes) and attention scores.
- */
-const maxPrefillTokens = 4096;
-
-/**
- * Largest share of padding a grouped prefill may add: prompts of very different lengths are
- * prefilled in separate calls, because padded positions cost as much as real ones.
- */
+/** Largest share of padding a grouped prefill may add to the real prompt tokens. */
 const maxPrefillPadding = 0.25;
 
 export class Engine implements TextGenerator {
   readonly maxContextTokens: number;
+  readonly shape: ModelShape;
   private readonly maxBatchSize: number;
   private readonly maxQueuedRequests: number;
+  private readonly chunkTokens: number;
+  private readonly kvBudgetBytes: number;
+  private readonly sparse: SparseAttentionOptions;
+  private readonly observer: EngineObserver;
   private readonly queue: Sequence[] = [];
-  private running: Sequence[] = [];
-  private batchCache: Float32Array[] = [];
-  private batchPaddedLength = 0;
+  /** Admitted sequences whose prompt is not fully prefilled yet, in admission order. */
+  private prefilling: Sequence[] = [];
+  private readonly batch: DecodeBatch<Sequence>;
+  private reservedBytes = 0;
   private loop: Promise<void> | null = null;
   private closed = false;
   private nextId = 1;
   private readonly endIds: Set<number>;
-  private readonly counters = { completed: 0, aborted: 0, rejected: 0, decodeSteps: 0, prefillCalls: 0, generatedTokens: 0 };
+  private readonly expertLoad: Float64Array;
+  private readonly counters = {
+    completed: 0,
+    aborted: 0,
+    rejected: 0,
+    deadlineExceeded: 0,
+    decodeSteps: 0,
+    prefillCalls: 0,
+    generatedTokens: 0,
+  };
 
   private constructor(
     readonly model: ModelFiles,
     readonly tokenizer: TextTokenizer,
-    private readonly backend: OnnxDecoderBackend,
+    private readonly backend: StepModel,
     options: EngineOptions,
   ) {
-    this.maxContextTokens = model.maxContextTokens;
+    this.shape = { numLayers: model.numLayers, numHeads: model.numHeads, numKvHeads: model.numKvHeads, headDim: model.headDim, ropeTheta: model.ropeTheta };
     this.maxBatchSize = options.maxBatchSize ?? 16;
     this.maxQueuedRequests = options.maxQueuedRequests ?? 256;
+    this.chunkTokens = options.prefillChunkTokens ?? 256;
+    this.sparse = { ...defaultSparseAttention, ...options.sparseAttention };
+    this.maxContextTokens = options.maxContextTokens ?? 32_768;
+    this.kvBudgetBytes = options.kvBudgetBytes ?? 2 * 1024 ** 3;
+    this.observer = options.observer ?? {};
+    this.batch = new DecodeBatch<Sequence>(this.shape, this.maxBatchSize);
+    this.expertLoad = new Float64Array(model.numLayers * backend.numExperts);
     this.endIds = new Set(model.eosTokenIds);
     const endToken = tokenizer.tokenId('<|end|>');
     if (endToken !== undefined) this.endIds.add(endToken);
@@ -144,17 +221,60 @@ export class Engine implements TextGenerator {
   static async load(options: EngineOptions): Promise<Engine> {
     const model = readModelDir(options.modelDir);
     const tokenizer = new TextTokenizer(model);
-    const backend = await OnnxDecoderBackend.load(model, {
+    const settings = Engine.checkOptions(options, model);
+    const backend = await loadStepModel(model, {
       executionProvider: options.executionProvider ?? 'cpu',
       intraOpThreads: options.intraOpThreads ?? 1,
+      layout: options.layout ?? 'auto',
     });
-    return new Engine(model, tokenizer, backend, options);
+    return new Engine(model, tokenizer, backend, settings);
+  }
+
+  private static checkOptions(options: EngineOptions, model: ModelFiles): EngineOptions {
+    const sparse = { ...defaultSparseAttention, ...options.sparseAttention };
+    const problems: string[] = [];
+    if (sparse.sinkTokens % pageTokens !== 0 || sparse.selectedTokens % pageTokens !== 0) problems.push(`sinkTokens and selectedTokens must be multiples of ${pageTokens}`);
+    if (sparse.windowTokens < pageTokens) problems.push(`windowTokens must be at least ${pageTokens}`);
+    const chunk = options.prefillChunkTokens ?? 256;
+    if (!Number.isInteger(chunk) || chunk < 1) problems.push('prefillChunkTokens must be a positive integer');
+    if (attendedBudget(sparse) + Math.max(chunk, headroom * 2) > model.maxContextTokens) {
+      problems.push(`the attended budget ${attendedBudget(sparse)} plus a prefill chunk of ${chunk} exceeds the model's ${model.maxContextTokens} trained positions`);
+    }
+    if (options.kvBudgetBytes !== undefined && !(options.kvBudgetBytes > 0)) problems.push('kvBudgetBytes must be positive');
+    if (options.maxContextTokens !== undefined && !(Number.isInteger(options.maxContextTokens) && options.maxContextTokens > 0)) problems.push('maxContextTokens must be a positive integer');
+    if (problems.length > 0) throw new EngineError('invalid_request', `invalid engine options: ${problems.join('; ')}`);
+    return options;
   }
 
   stats(): EngineStats {
-    // A settled sequence keeps its batch row until the next step boundary, so only live ones count.
-    const live = (list: Sequence[]) => list.filter((s) => !s.settled).length;
-    return { queued: live(this.queue), running: live(this.running), ...this.counters };
+    const live = (list: Sequence[]) => list.filter((s) => !s.settled);
+    const held = [...this.prefilling, ...this.batch.rows].filter((s) => !s.settled);
+    const experts = this.backend.numExperts;
+    return {
+      queued: live(this.queue).length,
+      running: live(this.prefilling).length + live(this.batch.rows).length,
+      ...this.counters,
+      batchLayouts: this.batch.layouts,
+      kvBytes: held.reduce((sum, s) => sum + s.cache.bytes, 0),
+      kvReservedBytes: this.reservedBytes,
+      kvBudgetBytes: this.kvBudgetBytes,
+      batchBufferBytes: this.batch.bytes,
+      expertLoad: Array.from({ length: experts === 0 ? 0 : this.model.numLayers }, (_, layer) => Array.from(this.expertLoad.subarray(layer * experts, (layer + 1) * experts))),
+    };
+  }
+
+  /** Per running sequence: context length, KV bytes held and tokens attended per step. */
+  sequences(): SequenceStats[] {
+    const rows = [...this.prefilling.map((s) => ['prefill', s] as const), ...this.batch.rows.map((s) => ['decode', s] as const)];
+    return rows
+      .filter(([, s]) => !s.settled)
+      .map(([phase, s]) => ({
+        id: s.id,
+        phase,
+        contextTokens: s.cache.length,
+        kvBytes: s.cache.bytes,
+        attendedTokens: isDense(s.cache.length, 1, this.model.maxContextTokens) ? s.cache.length : attendedBudget(this.sparse),
+      }));
   }
 
   generate(request: GenerateRequest): Promise<GenerateResult> {
@@ -168,12 +288,20 @@ export class Engine implements TextGenerator {
     if (request.signal?.aborted) return Promise.reject(new EngineError('aborted', 'request was aborted before it started'));
 
     const promptIds = this.tokenizer.encode(options.prompt);
-    if (promptIds.length + options.maxNewTokens > this.maxContextTokens) {
+    const tokens = promptIds.length + options.maxNewTokens;
+    if (tokens > this.maxContextTokens) {
       return Promise.reject(
         new EngineError(
           'context_overflow',
-          `prompt of ${promptIds.length} tokens plus maxNewTokens ${options.maxNewTokens} exceeds the model context of ${this.maxContextTokens} tokens; shorten the prompt`,
+          `prompt of ${promptIds.length} tokens plus maxNewTokens ${options.maxNewTokens} exceeds the engine context of ${this.maxContextTokens} tokens; shorten the prompt`,
         ),
+      );
+    }
+    const reservedBytes = Math.ceil(tokens / pageTokens) * pageTokens * bytesPerToken(this.shape);
+    if (reservedBytes > this.kvBudgetBytes) {
+      this.counters.rejected++;
+      return Promise.reject(
+        new EngineError('kv_budget_exceeded', `a request of ${tokens} tokens needs ${reservedBytes} bytes of KV cache, more than the engine budget of ${this.kvBudgetBytes} bytes`),
       );
     }
     if (this.queue.length >= this.maxQueuedRequests) {
@@ -192,23 +320,39 @@ export class Engine implements TextGenerator {
         priority: options.priority,
         random: createRandom(options.sampling.seed ?? this.nextId),
         decoder: new StreamDecoder(this.tokenizer),
+        constraint: request.constraint?.create(),
         text: '',
-        cacheLength: 0,
+        cache: new SequenceCache(this.shape),
+        reservedBytes: 0,
+        denseUntil: 0,
         enqueuedAt: performance.now(),
         startedAt: 0,
         firstTokenAt: 0,
+        lastTokenAt: 0,
         settled: false,
         onText: request.onText,
         resolve,
         reject,
         cleanup: () => {},
+        views: (lookahead) => this.viewsOf(sequence, lookahead),
+        viewsExpired: () => sequence.cache.length + 1 > sequence.denseUntil,
       };
+      const cleanups: (() => void)[] = [];
       if (request.signal) {
         const signal = request.signal;
-        const onAbort = () => this.abort(sequence, 'request was aborted');
+        const onAbort = () => this.abort(sequence, new EngineError('aborted', 'request was aborted'));
         signal.addEventListener('abort', onAbort, { once: true });
-        sequence.cleanup = () => signal.removeEventListener('abort', onAbort);
+        cleanups.push(() => signal.removeEventListener('abort', onAbort));
       }
+      if (options.deadlineMs !== undefined) {
+        const timer = setTimeout(() => {
+          this.counters.deadlineExceeded++;
+          this.abort(sequence, new EngineError('deadline_exceeded', `request did not finish within its deadline of ${options.deadlineMs} ms`));
+        }, options.deadlineMs);
+        cleanups.push(() => clearTimeout(timer));
+      }
+      sequence.cleanup = () => cleanups.forEach((cleanup) => cleanup());
+      sequence.reservedBytes = reservedBytes;
       this.enqueue(sequence);
       this.loop ??= this.runLoop().finally(() => (this.loop = null));
     });
@@ -216,9 +360,28 @@ export class Engine implements TextGenerator {
 
   async close(): Promise<void> {
     this.closed = true;
-    for (const sequence of [...this.queue, ...this.running]) this.abort(sequence, 'engine is closing');
+    for (const sequence of [...this.queue, ...this.prefilling, ...this.batch.rows]) this.abort(sequence, new EngineError('aborted', 'engine is closing'));
     await this.loop;
     await this.backend.close();
+  }
+
+  /**
+   * The views a sequence attends to for the next `lookahead` tokens. Dense views record how far
+   * they stay valid; sparse ones are chosen again whenever the batch is laid out.
+   */
+  private viewsOf(sequence: Sequence, lookahead: number): LayerView[] {
+    const length = sequence.cache.length;
+    const maxPositions = this.model.maxContextTokens;
+    sequence.denseUntil = isDense(length, lookahead, maxPositions) ? maxPositions : Infinity;
+    return chooseViews({
+      cache: sequence.cache,
+      numLayers: this.shape.numLayers,
+      numHeads: this.shape.numHeads,
+      maxPositions,
+      lookahead,
+      options: this.sparse,
+      queries: sequence.queries,
+    });
   }
 
   private enqueue(sequence: Sequence): void {
@@ -228,173 +391,244 @@ export class Engine implements TextGenerator {
     else this.queue.splice(index, 0, sequence);
   }
 
-  private abort(sequence: Sequence, reason: string): void {
+  private abort(sequence: Sequence, error: EngineError): void {
     if (sequence.settled) return;
     // A queued request leaves the queue at once, so aborted work never counts against its bound.
     const queued = this.queue.indexOf(sequence);
     if (queued !== -1) this.queue.splice(queued, 1);
-    this.counters.aborted++;
-    this.settle(sequence, new EngineError('aborted', reason));
+    if (error.code === 'aborted') this.counters.aborted++;
+    this.settle(sequence, error);
   }
 
   private settle(sequence: Sequence, outcome: GenerateResult | Error): void {
     if (sequence.settled) return;
     sequence.settled = true;
+    // An admitted sequence's reservation ends with it; its rows leave at the next step boundary.
+    if (sequence.startedAt !== 0) this.reservedBytes -= sequence.reservedBytes;
     sequence.cleanup();
     if (outcome instanceof Error) sequence.reject(outcome);
     else sequence.resolve(outcome);
   }
 
-  private async runLoop(): Promise<void> {
-    while (this.queue.length > 0 || this.running.length > 0) {
-      const locations = new Map<Sequence, CacheLocation>();
-      this.running.forEach((sequence, row) => locations.set(sequence, { tensors: this.batchCache, row, paddedLength: this.batchPaddedLength }));
-      let membershipChanged = false;
+  /** Drops settled sequences from the prefill list and the batch. */
+  private release(): void {
+    this.prefilling = this.prefilling.filter((s) => !s.settled);
+    for (const sequence of this.batch.rows.filter((s) => s.settled)) this.batch.leave(sequence);
+  }
 
-      const admitted = this.takePrefillGroup();
-      if (admitted.length > 0) {
+  /** Moves queued requests into prefill while the batch has room and the KV budget allows. */
+  private admit(): void {
+    while (this.queue.length > 0 && this.prefilling.length + this.batch.size < this.maxBatchSize) {
+      const next = this.queue[0]!;
+      if (this.reservedBytes + next.reservedBytes > this.kvBudgetBytes) break;
+      this.queue.shift();
+      this.reservedBytes += next.reservedBytes;
+      next.startedAt = performance.now();
+      this.observer.queueWait?.(next.startedAt - next.enqueuedAt);
+      this.prefilling.push(next);
+    }
+  }
+
+  private async runLoop(): Promise<void> {
+    while (this.queue.length > 0 || this.prefilling.length > 0 || this.batch.size > 0) {
+      this.release();
+      this.admit();
+      try {
+        if (this.prefilling.length > 0) await this.prefillStep();
+      } catch (error) {
+        // The failed call's sequences are settled inside prefillStep; the others go on.
+        void error;
+      }
+      this.release();
+      if (this.batch.size > 0) {
         try {
-          const { cache, paddedLength } = await this.prefill(admitted);
-          admitted.forEach((sequence, row) => {
-            if (sequence.settled) return;
-            this.running.push(sequence);
-            locations.set(sequence, { tensors: cache, row, paddedLength });
-            membershipChanged = true;
-          });
+          await this.decodeStep();
         } catch (error) {
-          for (const sequence of admitted) this.settle(sequence, error as Error);
+          for (const sequence of this.batch.rows) this.settle(sequence, error as Error);
         }
       }
-
-      const live = this.running.filter((s) => !s.settled);
-      if (live.length !== this.running.length) membershipChanged = true;
-      this.running = live;
-      if (membershipChanged) this.rebuildBatch(locations);
-      if (this.running.length === 0) continue;
-
-      try {
-        await this.decodeStep();
-      } catch (error) {
-        for (const sequence of this.running) this.settle(sequence, error as Error);
-        this.running = [];
-      }
-      // Let abort handlers and new requests run between steps.
+      // Let abort handlers, timers and new requests run between steps.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
   }
 
-
   /**
-   * Takes the queued requests that join the batch next and are prefilled together, in queue
-   * order: as many as the batch has room for, while the left-padded prefill stays within
-   * `maxPrefillTokens` and padding adds at most `maxPrefillPadding` to the real prompt tokens.
+   * One prefill call: the next chunk of the first long or partly prefilled prompt, or a group
+   * of whole short prompts left-padded together.
    */
-  private takePrefillGroup(): Sequence[] {
+  private async prefillStep(): Promise<void> {
+    const first = this.prefilling[0]!;
+    const remaining = first.promptIds.length - first.cache.length;
+    const group = first.cache.length > 0 || remaining > this.chunkTokens ? [first] : this.shortGroup();
+    try {
+      if (group.length === 1 && (first.cache.length > 0 || remaining > this.chunkTokens)) await this.prefillChunk(first);
+      else await this.prefillGroup(group);
+    } catch (error) {
+      for (const sequence of group) this.settle(sequence, error as Error);
+      throw error;
+    }
+  }
+
+  /** Whole short prompts from the front of the prefill list that pad well together. */
+  private shortGroup(): Sequence[] {
     const group: Sequence[] = [];
     let longest = 0;
     let promptTokens = 0;
-    while (this.queue.length > 0 && this.running.length + group.length < this.maxBatchSize) {
-      const next = this.queue[0]!;
-      if (next.settled) {
-        this.queue.shift();
-        continue;
-      }
-      const length = Math.max(longest, next.promptIds.length);
-      const padded = length * (group.length + 1);
-      const fits = padded <= maxPrefillTokens && padded <= (promptTokens + next.promptIds.length) * (1 + maxPrefillPadding);
+    for (const next of this.prefilling) {
+      const length = next.promptIds.length;
+      if (next.cache.length > 0 || length > this.chunkTokens) break;
+      const padded = Math.max(longest, length) * (group.length + 1);
+      const fits = padded <= maxGroupTokens && padded <= (promptTokens + length) * (1 + maxPrefillPadding);
       if (group.length > 0 && !fits) break;
-      this.queue.shift();
       group.push(next);
-      longest = length;
-      promptTokens += next.promptIds.length;
+      longest = Math.max(longest, length);
+      promptTokens += length;
     }
     return group;
   }
 
-  /** Prefills the prompts of `group` in one call, left-padded to the longest, and samples each one's first token. */
-  private async prefill(group: Sequence[]): Promise<{ cache: Float32Array[]; paddedLength: number }> {
+  private async prefillGroup(group: Sequence[]): Promise<void> {
     const startedAt = performance.now();
-    const paddedLength = Math.max(...group.map((s) => s.promptIds.length));
-    const batchSize = group.length;
-    const inputIds = new BigInt64Array(batchSize * paddedLength);
-    const attentionMask = new BigInt64Array(batchSize * paddedLength);
-    const positionIds = new BigInt64Array(batchSize * paddedLength);
+    const { numLayers } = this.shape;
+    const seq = Math.max(...group.map((s) => s.promptIds.length));
+    const rows = group.length;
+    const inputIds = new BigInt64Array(rows * seq);
+    const positionIds = new BigInt64Array(rows * seq);
+    const bias = new Float32Array(rows * seq * seq).fill(maskedBias);
     group.forEach((sequence, row) => {
-      sequence.startedAt = startedAt;
-      const pad = paddedLength - sequence.promptIds.length;
-      sequence.promptIds.forEach((id, i) => {
-        inputIds[row * paddedLength + pad + i] = BigInt(id);
-        attentionMask[row * paddedLength + pad + i] = 1n;
-        positionIds[row * paddedLength + pad + i] = BigInt(i);
-      });
+      const pad = seq - sequence.promptIds.length;
+      for (let j = 0; j < seq; j++) {
+        const base = (row * seq + j) * seq;
+        if (j < pad) {
+          // A padding query sees only itself, so its softmax stays finite.
+          bias[base + j] = 0;
+          continue;
+        }
+        inputIds[row * seq + j] = BigInt(sequence.promptIds[j - pad]!);
+        positionIds[row * seq + j] = BigInt(j - pad);
+        bias.fill(0, base + pad, base + j + 1);
+      }
     });
-
-    const output = await this.backend.run({
-      batchSize,
-      sequenceLength: paddedLength,
-      pastLength: 0,
-      inputIds,
-      attentionMask,
-      positionIds,
-      past: Array.from({ length: 2 * this.model.numLayers }, () => new Float32Array(0)),
-    });
+    const empty = Array.from({ length: numLayers }, () => new Float32Array(0));
+    const output = await this.backend.run({ batch: rows, seq, past: 0, inputIds, positionIds, bias, pastKeys: empty, pastValues: empty });
     this.counters.prefillCalls++;
+    this.countExperts(output);
+    this.observer.step?.('prefill', rows, rows * seq, performance.now() - startedAt);
     group.forEach((sequence, row) => {
-      sequence.cacheLength = sequence.promptIds.length;
-      if (!sequence.settled) this.accept(sequence, output, (row * paddedLength + paddedLength - 1) * this.model.vocabSize);
+      const pad = seq - sequence.promptIds.length;
+      sequence.cache.append(output.newKeys, output.newValues, row, seq, pad, sequence.promptIds.length);
+      sequence.queries = this.rowQueries(output, row);
+      this.finishPrefill(sequence, output, row);
     });
-    return { cache: output.present, paddedLength };
+  }
+
+  /** Prefills the next chunk of one prompt, attending to its cached view. */
+  private async prefillChunk(sequence: Sequence): Promise<void> {
+    const startedAt = performance.now();
+    const { numLayers, numKvHeads, headDim } = this.shape;
+    const start = sequence.cache.length;
+    const seq = Math.min(this.chunkTokens, sequence.promptIds.length - start);
+    const views = this.viewsOf(sequence, seq);
+    const past = views[0]!.reduce((sum, segment) => sum + segment.end - segment.start, 0);
+    const pastKeys = Array.from({ length: numLayers }, () => new Float32Array(numKvHeads * past * headDim));
+    const pastValues = Array.from({ length: numLayers }, () => new Float32Array(numKvHeads * past * headDim));
+    views.forEach((view, layer) => sequence.cache.copyView(layer, view, pastKeys[layer]!, pastValues[layer]!, 0, past, 0));
+
+    const inputIds = BigInt64Array.from(sequence.promptIds.slice(start, start + seq), BigInt);
+    const positionIds = BigInt64Array.from({ length: seq }, (_, j) => BigInt(start + j));
+    const width = past + seq;
+    const bias = new Float32Array(seq * width).fill(maskedBias);
+    for (let j = 0; j < seq; j++) bias.fill(0, j * width, j * width + past + j + 1);
+
+    const output = await this.backend.run({ batch: 1, seq, past, inputIds, positionIds, bias, pastKeys, pastValues });
+    this.counters.prefillCalls++;
+    this.countExperts(output);
+    this.observer.step?.('prefill', 1, seq, performance.now() - startedAt);
+    sequence.cache.append(output.newKeys, output.newValues, 0, seq, 0, seq);
+    sequence.queries = this.rowQueries(output, 0);
+    if (sequence.cache.length === sequence.promptIds.length) this.finishPrefill(sequence, output, 0);
+  }
+
+  /** Samples a fully prefilled sequence's first token and moves it into the decode batch. */
+  private finishPrefill(sequence: Sequence, output: StepResult, row: number): void {
+    this.prefilling = this.prefilling.filter((s) => s !== sequence);
+    if (sequence.settled) return;
+    this.accept(sequence, output.logits, row * this.model.vocabSize);
+    if (!sequence.settled) this.batch.join(sequence);
   }
 
   private async decodeStep(): Promise<void> {
-    const rows = this.running;
-    const batchSize = rows.length;
-    const pastLength = this.batchPaddedLength;
-    const attentionMask = new BigInt64Array(batchSize * (pastLength + 1));
-    rows.forEach((sequence, row) => {
-      const start = row * (pastLength + 1);
-      attentionMask.fill(1n, start + pastLength - sequence.cacheLength, start + pastLength + 1);
-    });
+    const startedAt = performance.now();
+    const rows = this.batch.rows;
+    const { pastKeys, pastValues, bias, past } = this.batch.prepare();
     const output = await this.backend.run({
-      batchSize,
-      sequenceLength: 1,
-      pastLength,
+      batch: rows.length,
+      seq: 1,
+      past,
       inputIds: BigInt64Array.from(rows, (s) => BigInt(s.generated[s.generated.length - 1]!)),
-      attentionMask,
-      positionIds: BigInt64Array.from(rows, (s) => BigInt(s.cacheLength)),
-      past: this.batchCache,
+      positionIds: BigInt64Array.from(rows, (s) => BigInt(s.cache.length)),
+      bias,
+      pastKeys,
+      pastValues,
     });
     this.counters.decodeSteps++;
-    this.batchCache = output.present;
-    this.batchPaddedLength = pastLength + 1;
+    this.countExperts(output);
+    this.batch.commit(output.newKeys, output.newValues);
     rows.forEach((sequence, row) => {
-      sequence.cacheLength++;
-      if (!sequence.settled) this.accept(sequence, output, row * this.model.vocabSize);
+      if (output.lastQueries) sequence.queries = this.rowQueries(output, row);
+      if (!sequence.settled) this.accept(sequence, output.logits, row * this.model.vocabSize);
     });
+    this.observer.step?.('decode', rows.length, rows.length, performance.now() - startedAt);
   }
 
-  /** Samples the next token for one sequence from `output` and settles it when it is done. */
-  private accept(sequence: Sequence, output: StepOutput, logitsOffset: number): void {
-    const token = sampleToken(output.logits, logitsOffset, this.model.vocabSize, sequence.sampling, sequence.random);
-    if (sequence.firstTokenAt === 0) sequence.firstTokenAt = performance.now();
+  private rowQueries(output: StepResult, row: number): Float32Array[] | undefined {
+    if (!output.lastQueries) return undefined;
+    const size = this.shape.numHeads * this.shape.headDim;
+    return output.lastQueries.map((queries) => queries.slice(row * size, (row + 1) * size));
+  }
+
+  private countExperts(output: StepResult): void {
+    if (!output.expertCounts) return;
+    for (let i = 0; i < this.expertLoad.length; i++) this.expertLoad[i]! += output.expertCounts[i]!;
+  }
+
+  /** Samples the next token for one sequence from its logits row and settles it when it is done. */
+  private accept(sequence: Sequence, logits: Float32Array, offset: number): void {
+    const vocab = this.model.vocabSize;
+    if (sequence.constraint) sequence.constraint.maskLogits(logits.subarray(offset, offset + vocab));
+    const token = sampleToken(logits, offset, vocab, sequence.sampling, sequence.random);
+    const now = performance.now();
+    if (sequence.firstTokenAt === 0) {
+      sequence.firstTokenAt = now;
+      this.observer.firstToken?.(now - sequence.enqueuedAt);
+    } else {
+      this.observer.interToken?.(now - sequence.lastTokenAt);
+    }
+    sequence.lastTokenAt = now;
     this.counters.generatedTokens++;
 
-    const ended = this.endIds.has(token);
+    let ended = this.endIds.has(token);
     if (!ended) {
+      try {
+        sequence.constraint?.accept(token);
+      } catch (error) {
+        this.settle(sequence, new EngineError('inference_failed', `constrained decoding failed: ${(error as Error).message}`, { cause: error }));
+        return;
+      }
       sequence.generated.push(token);
       const delta = sequence.decoder.push(sequence.generated);
       if (delta) {
         sequence.text += delta;
         sequence.onText?.(delta);
       }
+      if (sequence.constraint?.isComplete()) ended = true;
     }
 
     const stopHit = sequence.stop.find((stop) => sequence.text.includes(stop));
     if (stopHit !== undefined) sequence.text = sequence.text.slice(0, sequence.text.indexOf(stopHit));
     const atLength = sequence.generated.length >= sequence.maxNewTokens;
-    const overflow = sequence.cacheLength + 1 >= this.maxContextTokens;
+    const overflow = sequence.cache.length + 1 >= this.maxContextTokens;
     if (ended || stopHit !== undefined || atLength || overflow) {
-      const now = performance.now();
       this.counters.completed++;
       this.settle(sequence, {
         text: sequence.text,
@@ -406,29 +640,5 @@ export class Engine implements TextGenerator {
         totalMs: now - sequence.enqueuedAt,
       });
     }
-  }
-
-  /** Copies every running sequence's KV rows into one left-padded tensor set. */
-  private rebuildBatch(locations: Map<Sequence, CacheLocation>): void {
-    const { numLayers, numKvHeads, headDim } = this.model;
-    const rows = this.running;
-    const padded = rows.reduce((max, s) => Math.max(max, s.cacheLength), 0);
-    const tensors = Array.from({ length: 2 * numLayers }, () => new Float32Array(rows.length * numKvHeads * padded * headDim));
-
-    rows.forEach((sequence, row) => {
-      const source = locations.get(sequence)!;
-      const length = sequence.cacheLength;
-      for (let t = 0; t < tensors.length; t++) {
-        const from = source.tensors[t]!;
-        const to = tensors[t]!;
-        for (let head = 0; head < numKvHeads; head++) {
-          const fromStart = ((source.row * numKvHeads + head) * source.paddedLength + source.paddedLength - length) * headDim;
-          const toStart = ((row * numKvHeads + head) * padded + padded - length) * headDim;
-          to.set(from.subarray(fromStart, fromStart + length * headDim), toStart);
-        }
-      }
-    });
-    this.batchCache = tensors;
-    this.batchPaddedLength = padded;
   }
 }

@@ -4,6 +4,8 @@ export type EngineErrorCode =
   | 'overloaded'
   | 'invalid_request'
   | 'context_overflow'
+  | 'kv_budget_exceeded'
+  | 'deadline_exceeded'
   | 'model_load_failed'
   | 'inference_failed'
   | 'closed';

@@ -2,6 +2,7 @@
  * Reads and checks a model folder in the standard layout: config.json, tokenizer.json,
  * tokenizer_config.json (optional) and onnx/model.onnx (or onnx/decoder_model_merged.onnx).
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -18,15 +19,21 @@ const configSchema = z.looseObject({
   eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).optional(),
   num_local_experts: z.number().int().positive().optional(),
   num_experts_per_tok: z.number().int().positive().optional(),
+  rope_theta: z.number().positive().optional(),
 });
 
 export interface ModelFiles {
   dir: string;
   onnxPath: string;
+  /** onnx/model.step.onnx when present and made from the same weights as onnxPath. */
+  stepOnnxPath?: string;
   tokenizerJson: object;
   tokenizerConfig: Record<string, unknown>;
   numLayers: number;
+  numHeads: number;
   numKvHeads: number;
+  numExperts: number;
+  ropeTheta: number;
   headDim: number;
   vocabSize: number;
   maxContextTokens: number;
@@ -67,9 +74,13 @@ export function readModelDir(dir: string): ModelFiles {
   return {
     dir,
     onnxPath,
+    stepOnnxPath: findStepGraph(dir, onnxPath),
     tokenizerJson,
     tokenizerConfig,
     numLayers: config.num_hidden_layers,
+    numHeads: config.num_attention_heads,
+    numExperts: config.num_local_experts ?? 0,
+    ropeTheta: config.rope_theta ?? 10000,
     numKvHeads: config.num_key_value_heads ?? config.num_attention_heads,
     headDim: config.head_dim ?? config.hidden_size / config.num_attention_heads,
     vocabSize: config.vocab_size,
@@ -77,4 +88,22 @@ export function readModelDir(dir: string): ModelFiles {
     eosTokenIds: eos === undefined ? [] : Array.isArray(eos) ? eos : [eos],
     config,
   };
+}
+
+/**
+ * The step graph reads its weights from model.onnx by byte offset, so it is only used when the
+ * sha256 recorded in its metadata (`sanfang.weights_sha256`) matches model.onnx.
+ */
+function findStepGraph(dir: string, onnxPath: string): string | undefined {
+  const stepPath = join(dir, 'onnx', 'model.step.onnx');
+  if (!existsSync(stepPath)) return undefined;
+  const graph = readFileSync(stepPath);
+  const keyAt = graph.indexOf('sanfang.weights_sha256');
+  const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
+  if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
+  const actual = createHash('sha256').update(readFileSync(onnxPath)).digest('hex');
+  if (actual !== recorded) {
+    throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
+  }
+  return stepPath;
 }

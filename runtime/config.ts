@@ -19,6 +19,12 @@ export const configSchema = z.object({
   engineThreads: z.coerce.number().int().min(1).max(64).default(1),
   engineMaxBatchSize: z.coerce.number().int().min(1).max(256).default(16),
   engineMaxQueuedRequests: z.coerce.number().int().min(1).default(256),
+  /** KV cache all in-flight requests may reserve, in MiB. */
+  engineKvBudgetMb: z.coerce.number().int().min(1).default(2048),
+  /** Longest prompt plus completion the engine serves; past the model's trained positions attention is sparse. */
+  engineMaxContextTokens: z.coerce.number().int().min(16).max(1_048_576).default(32_768),
+  /** Most prompt tokens prefilled between two decode steps. */
+  enginePrefillChunkTokens: z.coerce.number().int().min(16).max(4096).default(256),
   /** One model call of an agent; past this the turn falls back to the strategy library. */
   turnTimeoutMs: z.coerce.number().int().positive().default(15_000),
   /** How long the case waits for a human rider's reply before using the platform's ETA. */
@@ -52,6 +58,9 @@ const environmentKeys: Record<string, keyof Config> = {
   SANFANG_REMOTE_API_KEY: 'remoteApiKey',
   SANFANG_REMOTE_API: 'remoteApi',
   SANFANG_ENGINE_THREADS: 'engineThreads',
+  SANFANG_ENGINE_KV_BUDGET_MB: 'engineKvBudgetMb',
+  SANFANG_ENGINE_MAX_CONTEXT_TOKENS: 'engineMaxContextTokens',
+  SANFANG_ENGINE_PREFILL_CHUNK_TOKENS: 'enginePrefillChunkTokens',
   SANFANG_TURN_TIMEOUT_MS: 'turnTimeoutMs',
   SANFANG_RIDER_REPLY_TIMEOUT_MS: 'riderReplyTimeoutMs',
   SANFANG_LATE_THRESHOLD_MIN: 'lateThresholdMin',

@@ -16,6 +16,8 @@ const config = loadConfig();
 const store = openStore(config.dbPath);
 if (seedDemoData(store.db, Date.now())) log.info({ dbPath: config.dbPath }, 'seeded demo data');
 
+let localEngine: Engine | undefined;
+const metrics = createMetrics(() => localEngine?.stats());
 let engine: TextGenerator & { close(): Promise<void> };
 if (config.engineBackend === 'remote') {
   engine = new OpenAiCompatibleGenerator({
@@ -27,17 +29,20 @@ if (config.engineBackend === 'remote') {
   });
   log.info({ baseUrl: config.remoteBaseUrl, model: config.remoteModel }, 'using the remote engine');
 } else {
-  engine = await Engine.load({
+  engine = localEngine = await Engine.load({
     modelDir: config.modelDir,
     executionProvider: config.executionProvider,
     intraOpThreads: config.engineThreads,
     maxBatchSize: config.engineMaxBatchSize,
     maxQueuedRequests: config.engineMaxQueuedRequests,
+    kvBudgetBytes: config.engineKvBudgetMb * 1024 * 1024,
+    maxContextTokens: config.engineMaxContextTokens,
+    prefillChunkTokens: config.enginePrefillChunkTokens,
+    observer: metrics.engineObserver,
   });
   log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
 }
 
-const metrics = createMetrics(engine instanceof Engine ? () => engine.stats() : undefined);
 const observe = (role: string, result: { status: string; latencyMs: number; reason?: string }) => {
   metrics.agentTurns.inc({ role, outcome: result.status === 'fallback' ? (result.reason ?? 'fallback') : result.status });
   metrics.agentTurnSeconds.observe({ role }, result.latencyMs / 1000);

@@ -1,15 +1,20 @@
 /** Prometheus metrics for operators, served at GET /metrics. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { EngineStats } from '../engine/engine.ts';
+import type { EngineObserver, EngineStats } from '../engine/engine.ts';
 
 export interface Metrics {
   registry: Registry;
   agentTurns: Counter<'role' | 'outcome'>;
   agentTurnSeconds: Histogram<'role'>;
+  /** Pass to Engine.load to record queue wait, first-token and inter-token times and step sizes. */
+  engineObserver: EngineObserver;
 }
 
-/** Creates the registry; `engineStats` is read at every scrape when the engine is in-process. */
-export function createMetrics(engineStats?: () => EngineStats): Metrics {
+/**
+ * Creates the registry. `engineStats` is read at every scrape when the engine is in-process;
+ * it may return undefined until the engine has loaded.
+ */
+export function createMetrics(engineStats?: () => EngineStats | undefined): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'sanfang_process_' });
 
@@ -33,10 +38,15 @@ export function createMetrics(engineStats?: () => EngineStats): Metrics {
       ['running', 'Requests in the running batch'],
       ['completed', 'Requests completed since start'],
       ['aborted', 'Requests aborted since start'],
-      ['rejected', 'Requests rejected because the queue was full, since start'],
+      ['rejected', 'Requests rejected because the queue was full or the KV budget too small, since start'],
+      ['deadlineExceeded', 'Requests that failed their deadline, since start'],
       ['decodeSteps', 'Batched decode steps since start'],
       ['prefillCalls', 'Prefill calls since start, each for one or more prompts'],
       ['generatedTokens', 'Tokens generated since start'],
+      ['kvBytes', 'Bytes of KV cache pages held by running requests'],
+      ['kvReservedBytes', 'Bytes of KV cache reserved by admitted requests'],
+      ['kvBudgetBytes', 'Bytes of KV cache the engine may reserve'],
+      ['batchBufferBytes', "Bytes of the decode batch's slot buffers"],
     ];
     for (const [field, help] of fields) {
       new Gauge({
@@ -44,10 +54,38 @@ export function createMetrics(engineStats?: () => EngineStats): Metrics {
         help,
         registers: [registry],
         collect() {
-          this.set(engineStats()[field]);
+          const value = engineStats()?.[field];
+          if (typeof value === 'number') this.set(value);
         },
       });
     }
+    new Gauge({
+      name: 'sanfang_engine_expert_assignments',
+      help: 'Tokens routed to each expert of each MoE layer since start (one per token and choice)',
+      labelNames: ['layer', 'expert'] as const,
+      registers: [registry],
+      collect() {
+        engineStats()?.expertLoad.forEach((experts, layer) => experts.forEach((count, expert) => this.set({ layer: String(layer), expert: String(expert) }, count)));
+      },
+    });
   }
-  return { registry, agentTurns, agentTurnSeconds };
+
+  const seconds = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: [registry] });
+  const queueWait = seconds('sanfang_engine_queue_wait_seconds', 'Time requests wait in the engine queue', [0.001, 0.005, 0.02, 0.05, 0.1, 0.5, 2]);
+  const firstToken = seconds('sanfang_engine_time_to_first_token_seconds', 'Time from submission to the first generated token', [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5]);
+  const interToken = seconds('sanfang_engine_inter_token_seconds', 'Time between two generated tokens of one request', [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]);
+  const batchRows = new Histogram({
+    name: 'sanfang_engine_batch_rows',
+    help: 'Rows per engine call, by kind',
+    labelNames: ['kind'] as const,
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers: [registry],
+  });
+  const engineObserver: EngineObserver = {
+    queueWait: (ms) => queueWait.observe(ms / 1000),
+    firstToken: (ms) => firstToken.observe(ms / 1000),
+    interToken: (ms) => interToken.observe(ms / 1000),
+    step: (kind, rows) => batchRows.observe({ kind }, rows),
+  };
+  return { registry, agentTurns, agentTurnSeconds, engineObserver };
 }

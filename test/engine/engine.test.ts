@@ -145,11 +145,6 @@ describe('Engine bad input', () => {
     await expect(engine.generate({ prompt: prompts[0]!, ...overrides })).rejects.toMatchObject({ code: 'invalid_request' });
   });
 
-  it('rejects a prompt past the context', async () => {
-    const prompt = '我的外卖怎么还没到'.repeat(400);
-    await expect(engine.generate({ prompt, maxNewTokens: 10 })).rejects.toMatchObject({ code: 'context_overflow' });
-  });
-
   it('rejects work past the queue bound', async () => {
     const requests = Array.from({ length: 20 }, () => engine.generate({ prompt: prompts[1]!, maxNewTokens: 20 }).catch((error) => error));
     const results = await Promise.all(requests);

@@ -1,0 +1,222 @@
+/**
+ * The only module that imports onnxruntime-node. A StepModel runs one forward call over new
+ * tokens that attend to given past keys and values, and returns only what the engine keeps:
+ * the last position's logits and the new tokens' keys and values.
+ *
+ * Two graph layouts are served:
+ * - the step graph (onnx/model.step.onnx), Sanfang's own export: past keys in, new keys out,
+ *   an additive attention bias, last-position logits and queries, expert counts;
+ * - the standard decoder layout (onnx/model.onnx) that Optimum and transformers.js use, so any
+ *   exported decoder runs without code changes. Its graph returns the whole present cache,
+ *   which this adapter slices; it has no queries, so sparse attention picks recent pages.
+ */
+import * as ort from 'onnxruntime-node';
+import { EngineError } from './errors.ts';
+import type { ModelFiles } from './model-dir.ts';
+
+/** Added to the attention score of a key a query may not see. */
+export const maskedBias = -1e9;
+
+export interface StepCall {
+  batch: number;
+  seq: number;
+  past: number;
+  inputIds: BigInt64Array;
+  positionIds: BigInt64Array;
+  /** batch × seq × (past + seq): 0 where a query may see a key, maskedBias where not. */
+  bias: Float32Array;
+  /** Per layer, [batch, kvHeads, past, headDim] (longer arrays are read from the start). */
+  pastKeys: Float32Array[];
+  pastValues: Float32Array[];
+}
+
+export interface StepResult {
+  /** batch × vocab, for each row's last position. */
+  logits: Float32Array;
+  /** Per layer, [batch, kvHeads, seq, headDim]; keys post-RoPE. */
+  newKeys: Float32Array[];
+  newValues: Float32Array[];
+  /** Per layer, [batch, heads, headDim]: each row's last post-RoPE query, when the graph gives it. */
+  lastQueries?: Float32Array[];
+  /** [layers, experts]: routed assignments per expert in this call, when the graph gives them. */
+  expertCounts?: Float32Array;
+}
+
+export interface StepModel {
+  readonly layout: 'step' | 'standard';
+  /** Whether the graph honours an arbitrary bias; the standard layout adds its own causal mask. */
+  readonly arbitraryBias: boolean;
+  readonly numExperts: number;
+  run(call: StepCall): Promise<StepResult>;
+  close(): Promise<void>;
+}
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface StepModelOptions {
+  executionProvider: ExecutionProvider;
+  intraOpThreads: number;
+  /** 'auto' takes the step graph when the folder has a matching one. */
+  layout: 'auto' | 'step' | 'standard';
+}
+
+async function createSession(path: string, options: StepModelOptions): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(path, {
+      executionProviders: [options.executionProvider],
+      intraOpNumThreads: options.intraOpThreads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+    });
+  } catch (cause) {
+    throw new EngineError('model_load_failed', `failed to load ${path}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+export async function loadStepModel(model: ModelFiles, options: StepModelOptions): Promise<StepModel> {
+  const useStep = options.layout === 'step' || (options.layout === 'auto' && model.stepOnnxPath !== undefined);
+  if (useStep) {
+    if (!model.stepOnnxPath) throw new EngineError('model_load_failed', `model file is missing: ${model.dir}/onnx/model.step.onnx`);
+    const session = await createSession(model.stepOnnxPath, options);
+    const expected = ['input_ids', 'position_ids', 'attention_bias', 'past_key.0'];
+    const missing = expected.filter((name) => !session.inputNames.includes(name));
+    if (missing.length > 0) {
+      await session.release();
+      throw new EngineError('model_load_failed', `${model.stepOnnxPath} lacks step graph inputs ${missing.join(', ')}`);
+    }
+    return new StepGraph(session, model);
+  }
+  const session = await createSession(model.onnxPath, options);
+  const expected = ['input_ids', 'attention_mask', 'past_key_values.0.key'];
+  const missing = expected.filter((name) => !session.inputNames.includes(name));
+  if (missing.length > 0) {
+    await session.release();
+    throw new EngineError('model_load_failed', `${model.onnxPath} lacks decoder inputs ${missing.join(', ')}; expected the standard decoder layout`);
+  }
+  return new StandardGraph(session, model);
+}
+
+function pastTensor(data: Float32Array, dims: number[]): ort.Tensor {
+  const size = dims.reduce((a, b) => a * b, 1);
+  return new ort.Tensor('float32', data.length === size ? data : data.subarray(0, size), dims);
+}
+
+async function runSession(session: ort.InferenceSession, feeds: Record<string, ort.Tensor>, call: StepCall) {
+  try {
+    return await session.run(feeds);
+  } catch (cause) {
+    throw new EngineError('inference_failed', `onnxruntime run failed at batch ${call.batch}, seq ${call.seq}, past ${call.past}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+class StepGraph implements StepModel {
+  readonly layout = 'step';
+  readonly arbitraryBias = true;
+  readonly numExperts: number;
+  private readonly hasQueries: boolean;
+  private readonly hasCounts: boolean;
+
+  constructor(
+    private readonly session: ort.InferenceSession,
+    private readonly model: ModelFiles,
+  ) {
+    this.numExperts = model.numExperts;
+    this.hasQueries = session.outputNames.includes('last_query.0');
+    this.hasCounts = session.outputNames.includes('expert_counts');
+  }
+
+  async run(call: StepCall): Promise<StepResult> {
+    const { numLayers, numKvHeads, headDim } = this.model;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', call.inputIds, [call.batch, call.seq]),
+      position_ids: new ort.Tensor('int64', call.positionIds, [call.batch, call.seq]),
+      attention_bias: new ort.Tensor('float32', call.bias, [call.batch, call.seq, call.past + call.seq]),
+    };
+    const dims = [call.batch, numKvHeads, call.past, headDim];
+    for (let layer = 0; layer < numLayers; layer++) {
+      feeds[`past_key.${layer}`] = pastTensor(call.pastKeys[layer]!, dims);
+      feeds[`past_value.${layer}`] = pastTensor(call.pastValues[layer]!, dims);
+    }
+    const results = await runSession(this.session, feeds, call);
+    const data = (name: string) => results[name]!.data as Float32Array;
+    const layers = Array.from({ length: numLayers }, (_, i) => i);
+    return {
+      logits: data('logits'),
+      newKeys: layers.map((i) => data(`new_key.${i}`)),
+      newValues: layers.map((i) => data(`new_value.${i}`)),
+      lastQueries: this.hasQueries ? layers.map((i) => data(`last_query.${i}`)) : undefined,
+      expertCounts: this.hasCounts ? data('expert_counts') : undefined,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/**
+ * The standard layout: attention_mask [batch, past + seq] plus the graph's own causal mask. A
+ * key is visible to a row when the row's last query may see it, which covers every bias the
+ * engine builds for this layout (left padding, free slots; never packing).
+ */
+class StandardGraph implements StepModel {
+  readonly layout = 'standard';
+  readonly arbitraryBias = false;
+  readonly numExperts = 0;
+  private readonly hasPositions: boolean;
+
+  constructor(
+    private readonly session: ort.InferenceSession,
+    private readonly model: ModelFiles,
+  ) {
+    this.hasPositions = session.inputNames.includes('position_ids');
+  }
+
+  async run(call: StepCall): Promise<StepResult> {
+    const { numLayers, numKvHeads, headDim, vocabSize } = this.model;
+    const { batch, seq, past } = call;
+    const total = past + seq;
+    const mask = new BigInt64Array(batch * total);
+    for (let row = 0; row < batch; row++) {
+      const lastQuery = (row * seq + seq - 1) * total;
+      for (let key = 0; key < total; key++) if (call.bias[lastQuery + key] === 0) mask[row * total + key] = 1n;
+    }
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', call.inputIds, [batch, seq]),
+      attention_mask: new ort.Tensor('int64', mask, [batch, total]),
+    };
+    if (this.hasPositions) feeds.position_ids = new ort.Tensor('int64', call.positionIds, [batch, seq]);
+    const dims = [batch, numKvHeads, past, headDim];
+    for (let layer = 0; layer < numLayers; layer++) {
+      feeds[`past_key_values.${layer}.key`] = pastTensor(call.pastKeys[layer]!, dims);
+      feeds[`past_key_values.${layer}.value`] = pastTensor(call.pastValues[layer]!, dims);
+    }
+    const results = await runSession(this.session, feeds, call);
+
+    const allLogits = results.logits!.data as Float32Array;
+    const logits = new Float32Array(batch * vocabSize);
+    for (let row = 0; row < batch; row++) {
+      const from = (row * seq + seq - 1) * vocabSize;
+      logits.set(allLogits.subarray(from, from + vocabSize), row * vocabSize);
+    }
+    const slice = (present: Float32Array) => {
+      const out = new Float32Array(batch * numKvHeads * seq * headDim);
+      for (let rowHead = 0; rowHead < batch * numKvHeads; rowHead++) {
+        const from = (rowHead * total + past) * headDim;
+        out.set(present.subarray(from, from + seq * headDim), rowHead * seq * headDim);
+      }
+      return out;
+    };
+    const newKeys: Float32Array[] = [];
+    const newValues: Float32Array[] = [];
+    for (let layer = 0; layer < numLayers; layer++) {
+      newKeys.push(slice(results[`present.${layer}.key`]!.data as Float32Array));
+      newValues.push(slice(results[`present.${layer}.value`]!.data as Float32Array));
+    }
+    return { logits, newKeys, newValues };
+  }
+
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}
