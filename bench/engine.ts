@@ -13,6 +13,7 @@ import { Command, Option } from 'commander';
 import { renderPrompt, type Facts, type PromptInput, type TranscriptLine } from '../agents/prompt.ts';
 import { Engine, type GenerateResult } from '../engine/engine.ts';
 import type { TextTokenizer } from '../engine/tokenizer.ts';
+import { longDialoguePrompt } from './long-dialogue.ts';
 import { TransformersPeer, type PeerGeneration } from './peer-transformers.ts';
 
 const program = new Command()
@@ -22,8 +23,8 @@ const program = new Command()
   .option('--repeats <n>', 'repeats per measurement; tables show medians', '5')
   .option('--threads <n>', 'ONNX Runtime intra-op threads for the engine and the peer', '1')
   .option('--peer-concurrency <n>', 'concurrent requests in the transformers.js comparison', '16')
-  .option('--short-context <n>', 'mean context, in tokens, of the short decode-cost request', '100')
-  .option('--long-context <n>', 'mean context, in tokens, of the long decode-cost request', '900')
+  .option('--short-context <n>', 'context, in tokens, of the short decode-cost request', '960')
+  .option('--long-context <n>', 'context, in tokens, of the long decode-cost request', '32700')
   .addOption(
     new Option('--end-token <mode>', 'ignore: decode past the end token so every request yields --new-tokens; stop: stop on it as agents do')
       .choices(['ignore', 'stop'])
@@ -144,40 +145,6 @@ function benchmarkPrompt(index: number): PromptInput {
   }
 }
 
-const complaint =
-  '我中午十一点半就下单了，页面上一开始写的是十二点十分送达，结果到了十二点半还显示在配送中，骑手的位置在地图上一直停在两公里外的路口不动，' +
-  '打骑手电话也没人接，我下午一点还要开会，现在饭没吃上人也走不开，你们能不能给个准话到底什么时候能送到，要是再晚我就只能取消了。' +
-  '上次也是这样，说好的准时宝结果也没有赔，客服只会让我再等等，我真的很失望，希望这次能认真处理一下，至少告诉我骑手现在到底在哪里。';
-
-/**
- * Builds a user-agent prompt with a long complaint thread, as long as possible without exceeding
- * `targetTokens`. The prompt format caps the thread at 8 transcript lines of 160 characters.
- */
-function longPrompt(tokenizer: TextTokenizer, targetTokens: number): { prompt: string; tokens: number } {
-  const render = (chars: number) => {
-    const transcript: TranscriptLine[] = [];
-    for (let line = 0, used = 0; line < 8 && used < chars; line++) {
-      const take = Math.min(160, chars - used);
-      const start = (used * 7) % complaint.length;
-      const text = (complaint + complaint).slice(start, start + take);
-      transcript.push({ speaker: line % 2 === 0 ? 'customer' : 'agent', text });
-      used += take;
-    }
-    const prompt = renderPrompt({ role: 'user_agent', locale: 'zh', facts: { order: 'delivering', eta: 'unknown', late: 25, comp: 'due' }, transcript });
-    return { prompt, tokens: tokenizer.encode(prompt).length };
-  };
-
-  // The token count rises with the character budget, so a binary search finds the largest budget that fits.
-  let low = 1;
-  let high = 8 * 160;
-  while (low < high) {
-    const middle = Math.floor((low + high + 1) / 2);
-    if (render(middle).tokens <= targetTokens) low = middle;
-    else high = middle - 1;
-  }
-  return render(low);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Statistics and formatting.
 
@@ -284,7 +251,14 @@ console.log(`machine: ${machine}; load average ${loadBefore.map((l) => l.toFixed
 
 const maxConcurrent = Math.max(...options.levels, options.peerConcurrency);
 // Without the end token every request decodes exactly options.newTokens tokens, so all requests of a level cost the same.
-const engine = await Engine.load({ modelDir: options.modelDir, maxBatchSize: maxConcurrent, intraOpThreads: options.threads, stopAtEndToken: options.stopAtEnd });
+let decodeSteps: number[] = [];
+const engine = await Engine.load({
+  modelDir: options.modelDir,
+  maxBatchSize: maxConcurrent,
+  intraOpThreads: options.threads,
+  stopAtEndToken: options.stopAtEnd,
+  observer: { step: (kind, _rows, _tokens, ms) => kind === 'decode' && decodeSteps.push(ms) },
+});
 const endIds = new Set([...engine.model.eosTokenIds, engine.tokenizer.tokenId('<|end|>')].filter((id) => id !== undefined));
 
 /** Counts the peer's new tokens the way the engine does, which leaves out a final end token. */
@@ -404,39 +378,43 @@ if (peerAtComparison.status === 'measured') {
   }
 }
 
-// Decode cost against context length, one request at a time.
-async function decodeCost(prompt: { prompt: string; tokens: number }) {
-  const engineMs: number[] = [];
-  const peerMs: number[] = [];
-  const ids = engine.tokenizer.encode(prompt.prompt);
+// Decode step cost against context length, one request at a time: the median time of the
+// engine's decode steps while the request decodes, and the KV bytes it holds.
+async function decodeCost(targetTokens: number) {
+  const { prompt, tokens } = longDialoguePrompt(engine.tokenizer, { order: 'delivering', eta: 12, late: 20, comp: 'due' }, targetTokens);
+  const stepMs: number[] = [];
+  let kvBytes = 0;
+  let attendedTokens = 0;
+  const rssBefore = process.memoryUsage().rss;
+  let rssPeak = rssBefore;
   for (let repeat = 0; repeat < options.repeats; repeat++) {
-    const result = await engine.generate({ prompt: prompt.prompt, maxNewTokens: options.newTokens });
-    engineMs.push(interTokenMs(result.firstTokenMs, result.totalMs, result.completionTokens));
-    if (peer) {
-      const generation = await peer.generate(ids, options.newTokens, options.stopAtEnd);
-      peerMs.push(interTokenMs(generation.firstTokenMs, generation.totalMs, peerTokens(generation)));
-    }
+    decodeSteps = [];
+    await engine.generate({
+      prompt,
+      maxNewTokens: options.newTokens,
+      onText: () => {
+        const [sequence] = engine.sequences();
+        if (sequence) ({ kvBytes, attendedTokens } = sequence);
+        rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+      },
+    });
+    // The first step after prefill lays the batch out; the rest append in place.
+    stepMs.push(...decodeSteps.slice(1));
   }
   return {
-    promptTokens: prompt.tokens,
-    meanContextTokens: prompt.tokens + Math.floor(options.newTokens / 2),
-    engineMsPerToken: round(median(engineMs), 3),
-    peerMsPerToken: peer ? round(median(peerMs), 3) : null,
+    promptTokens: tokens,
+    attendedTokens,
+    kvBytes,
+    rssGrowthBytes: rssPeak - rssBefore,
+    msPerStep: round(median(stepMs), 3),
+    p95MsPerStep: round(percentile(stepMs, 0.95), 3),
   };
 }
 
-// The mean context over a request is its prompt plus half of its new tokens.
-const short = longPrompt(engine.tokenizer, Math.max(1, options.shortContext - Math.floor(options.newTokens / 2)));
-const long = longPrompt(engine.tokenizer, Math.max(1, options.longContext - Math.floor(options.newTokens / 2)));
-const shortCost = await decodeCost(short);
-const longCost = await decodeCost(long);
-const contextCost = {
-  note: `The model's maximum is ${engine.maxContextTokens} positions, so ~${options.shortContext} vs ~${options.longContext} tokens of context stands in for 1K vs 32K.`,
-  short: shortCost,
-  long: longCost,
-  engineRatio: ratio(longCost.engineMsPerToken, shortCost.engineMsPerToken),
-  peerRatio: longCost.peerMsPerToken !== null && shortCost.peerMsPerToken !== null ? ratio(longCost.peerMsPerToken, shortCost.peerMsPerToken) : null,
-};
+const short = await decodeCost(options.shortContext);
+const long = await decodeCost(options.longContext);
+const contextCost = { short, long, ratio: ratio(long.msPerStep, short.msPerStep) };
+console.log(`  decode step at ${short.promptTokens} tokens: ${short.msPerStep} ms; at ${long.promptTokens} tokens: ${long.msPerStep} ms (${contextCost.ratio}x)`);
 
 await engine.close();
 await peer?.close();
@@ -492,15 +470,14 @@ if (peerAtComparison.status === 'measured') {
 } else {
   lines.push(`| transformers.js 4.3.2 | ${peerAtComparison.status === 'load_failed' ? `failed to load: ${peerAtComparison.error}` : 'skipped (--no-peer)'} | | | |`);
 }
+const mib = (bytes: number) => `${round(bytes / 1024 / 1024, 1)} MiB`;
 lines.push(
   '',
-  '| one request | prompt tokens | ms per token, engine | ms per token, transformers.js |',
-  '|---|---|---|---|',
-  `| ~${options.shortContext} tokens of context | ${shortCost.promptTokens} | ${shortCost.engineMsPerToken} | ${shortCost.peerMsPerToken ?? '—'} |`,
-  `| ~${options.longContext} tokens of context | ${longCost.promptTokens} | ${longCost.engineMsPerToken} | ${longCost.peerMsPerToken ?? '—'} |`,
-  `| long / short | | ${contextCost.engineRatio}x | ${contextCost.peerRatio === null ? '—' : `${contextCost.peerRatio}x`} |`,
-  '',
-  contextCost.note,
+  '| one request, context | attends to | decode step p50 / p95 | KV cache held | process memory growth |',
+  '|---|---|---|---|---|',
+  `| ${short.promptTokens} tokens | ${short.attendedTokens} tokens | ${short.msPerStep} / ${short.p95MsPerStep} ms | ${mib(short.kvBytes)} | ${mib(short.rssGrowthBytes)} |`,
+  `| ${long.promptTokens} tokens | ${long.attendedTokens} tokens | ${long.msPerStep} / ${long.p95MsPerStep} ms | ${mib(long.kvBytes)} | ${mib(long.rssGrowthBytes)} |`,
+  `| long / short | | ${contextCost.ratio}x | | |`,
 );
 if (options.stopAtEnd) {
   lines.push(`${endTokenStops.stoppedBeforeNewTokens} of ${endTokenStops.requests} throughput requests stopped on the end token; they averaged ${endTokenStops.meanCompletionTokens} new tokens.`);

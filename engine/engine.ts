@@ -538,7 +538,22 @@ export class Engine implements TextGenerator {
     const positionIds = BigInt64Array.from({ length: seq }, (_, j) => BigInt(start + j));
     const width = past + seq;
     const bias = new Float32Array(seq * width).fill(maskedBias);
-    for (let j = 0; j < seq; j++) bias.fill(0, j * width, j * width + past + j + 1);
+    const dense = views[0]!.length <= 1 && (views[0]![0]?.start ?? 0) === 0;
+    if (dense) {
+      for (let j = 0; j < seq; j++) bias.fill(0, j * width, j * width + past + j + 1);
+    } else {
+      // A sparse view ends with the recent window. Each chunk query sees the sinks and chosen
+      // pages, and only the last windowTokens tokens before it, as a decode step would.
+      const window = views[0]![views[0]!.length - 1]!;
+      const windowSlot = past - (window.end - window.start);
+      for (let j = 0; j < seq; j++) {
+        const oldest = start + j - this.sparse.windowTokens;
+        const row = j * width;
+        bias.fill(0, row, row + windowSlot);
+        bias.fill(0, row + windowSlot + Math.max(0, Math.min(past - windowSlot, oldest - window.start)), row + past);
+        bias.fill(0, row + past + Math.max(0, oldest - start), row + past + j + 1);
+      }
+    }
 
     const output = await this.backend.run({ batch: 1, seq, past, inputIds, positionIds, bias, pastKeys, pastValues });
     this.counters.prefillCalls++;
