@@ -7,7 +7,7 @@ import { createActor, fromPromise, toPromise } from 'xstate';
 import type { GenerateResult, TextGenerator } from '../engine/engine.ts';
 import type { SlotValues } from './parse.ts';
 import { renderPrompt, type Facts, type Locale, type TranscriptLine } from './prompt.ts';
-import type { Role } from './turn.ts';
+import { turnSchemaFor, type Role } from './turn.ts';
 import { turnMachine, type AgentTurnResult } from './turn-machine.ts';
 
 export type { AgentTurnResult, FallbackReason } from './turn-machine.ts';
@@ -52,6 +52,8 @@ async function runTurn(options: AgentOptions, input: AgentTurnInput): Promise<Ag
           maxNewTokens: options.maxTurnTokens ?? 160,
           sampling: { temperature: input.temperature ?? 0, topP: 0.9, seed: input.seed },
           priority: input.priority ?? 'live',
+          // The engine masks tokens so the turn always parses as JSON of the role's schema.
+          responseSchema: turnSchemaFor(input.role),
           // Stopping the invoked actor (timeout, or the caller's abort) aborts the engine request.
           signal,
         }),

@@ -78,3 +78,15 @@ export const turnSchema = z
   .strict();
 
 export type Turn = z.infer<typeof turnSchema>;
+
+const roleSchemas = new Map<Role, z.ZodType>();
+
+/** The turn schema with the action narrowed to the role's actions: the grammar agents decode under. */
+export function turnSchemaFor(role: Role): z.ZodType {
+  let schema = roleSchemas.get(role);
+  if (!schema) {
+    schema = turnSchema.extend({ action: z.enum(actionsByRole[role] as [Action, ...Action[]]) });
+    roleSchemas.set(role, schema);
+  }
+  return schema;
+}

@@ -12,6 +12,7 @@
  * the context length. Every sequence's cache counts against a byte budget.
  */
 import { z } from 'zod';
+import { jsonSchemaConstraint, tokenVocabulary, type TokenVocabulary } from './constrained/index.ts';
 import { DecodeBatch, headroom, type BatchRow } from './decode-batch.ts';
 import { EngineError, EngineOverloaded } from './errors.ts';
 import { bytesPerToken, pageTokens, SequenceCache, type LayerView } from './kv-cache.ts';
@@ -51,6 +52,11 @@ export type GenerateRequest = z.input<typeof generateRequestSchema> & {
   onText?: (delta: string) => void;
   /** Masks the sampler so the output follows a grammar, e.g. one built from a zod schema. */
   constraint?: ConstraintFactory;
+  /**
+   * Constrains the output to compact JSON that this zod schema accepts, followed by the end
+   * token. The engine builds the grammar once per schema object.
+   */
+  responseSchema?: z.ZodType;
 };
 
 export type FinishReason = 'stop' | 'length';
@@ -186,6 +192,8 @@ export class Engine implements TextGenerator {
   private nextId = 1;
   private readonly endIds: Set<number>;
   private readonly expertLoad: Float64Array;
+  private vocabulary: TokenVocabulary | undefined;
+  private readonly schemaConstraints = new WeakMap<z.ZodType, ConstraintFactory>();
   private readonly counters = {
     completed: 0,
     aborted: 0,
@@ -287,6 +295,13 @@ export class Engine implements TextGenerator {
     const options = parsed.data;
     if (request.signal?.aborted) return Promise.reject(new EngineError('aborted', 'request was aborted before it started'));
 
+    let constraint: TokenConstraint | undefined;
+    try {
+      constraint = (request.constraint ?? (request.responseSchema ? this.schemaConstraint(request.responseSchema) : undefined))?.create();
+    } catch (cause) {
+      return Promise.reject(new EngineError('invalid_request', `cannot constrain the output: ${(cause as Error).message}`, { cause }));
+    }
+
     const promptIds = this.tokenizer.encode(options.prompt);
     const tokens = promptIds.length + options.maxNewTokens;
     if (tokens > this.maxContextTokens) {
@@ -320,7 +335,7 @@ export class Engine implements TextGenerator {
         priority: options.priority,
         random: createRandom(options.sampling.seed ?? this.nextId),
         decoder: new StreamDecoder(this.tokenizer),
-        constraint: request.constraint?.create(),
+        constraint,
         text: '',
         cache: new SequenceCache(this.shape),
         reservedBytes: 0,
@@ -363,6 +378,18 @@ export class Engine implements TextGenerator {
     for (const sequence of [...this.queue, ...this.prefilling, ...this.batch.rows]) this.abort(sequence, new EngineError('aborted', 'engine is closing'));
     await this.loop;
     await this.backend.close();
+  }
+
+  private schemaConstraint(schema: z.ZodType): ConstraintFactory {
+    let factory = this.schemaConstraints.get(schema);
+    if (!factory) {
+      this.vocabulary ??= tokenVocabulary(this.tokenizer);
+      const endToken = this.tokenizer.tokenId('<|end|>');
+      const endTokenIds = [...new Set([...this.model.eosTokenIds, ...(endToken === undefined ? [] : [endToken])])];
+      factory = jsonSchemaConstraint(schema, this.vocabulary, { endTokenIds: endTokenIds.filter((id) => this.vocabulary!.tokenBytes[id] === undefined) });
+      this.schemaConstraints.set(schema, factory);
+    }
+    return factory;
   }
 
   /**

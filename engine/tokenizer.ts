@@ -17,6 +17,11 @@ export class TextTokenizer {
     return this.tokenizer.decode([...ids], { skip_special_tokens: true });
   }
 
+  /** The vocabulary tables of the wrapped tokenizer, for building token masks. */
+  get vocabularyTables(): Pick<Tokenizer, 'get_vocab' | 'get_added_tokens_decoder' | 'id_to_token'> {
+    return this.tokenizer;
+  }
+
   tokenId(token: string): number | undefined {
     const ids = this.tokenizer.encode(token, { add_special_tokens: false }).ids;
     return ids.length === 1 ? ids[0] : undefined;

@@ -156,7 +156,7 @@ export class OpenAiCompatibleGenerator implements TextGenerator {
       signal: call.signal,
       onText: request.onText,
     };
-    const body = JSON.stringify(this.requestBody(options));
+    const body = JSON.stringify(this.requestBody(options, request.responseSchema));
 
     try {
       for (let attempt = 0; ; attempt++) {
@@ -177,7 +177,7 @@ export class OpenAiCompatibleGenerator implements TextGenerator {
   }
 
   // NOTE: `priority` is not sent. vLLM rejects a nonzero priority unless it runs with --scheduling-policy priority, so live requests get no precedence over simulations on the server.
-  private requestBody(options: ValidRequest): Record<string, unknown> {
+  private requestBody(options: ValidRequest, responseSchema: z.ZodType | undefined): Record<string, unknown> {
     const body: Record<string, unknown> = {
       model: this.settings.model,
       max_tokens: options.maxNewTokens,
@@ -190,6 +190,8 @@ export class OpenAiCompatibleGenerator implements TextGenerator {
     else body.prompt = options.prompt;
     if (options.sampling.seed !== undefined) body.seed = options.sampling.seed;
     if (options.stop.length > 0) body.stop = options.stop;
+    // vLLM and SGLang decode under this JSON schema (structured outputs), as the local engine's grammar does.
+    if (responseSchema) body.response_format = { type: 'json_schema', json_schema: { name: 'response', schema: z.toJSONSchema(responseSchema), strict: true } };
     return body;
   }
 

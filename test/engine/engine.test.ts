@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../engine/engine.ts';
+import { z } from 'zod';
 import { renderPrompt } from '../../agents/prompt.ts';
+import { turnSchemaFor } from '../../agents/turn.ts';
 import { defaultModelDir } from '../support/model.ts';
 
 const prompts = [
@@ -94,6 +96,29 @@ describe('Engine generation', () => {
     const first = await engine.generate({ prompt: prompts[2]!, maxNewTokens: 30, sampling });
     const second = await engine.generate({ prompt: prompts[2]!, maxNewTokens: 30, sampling });
     expect(second.text).toBe(first.text);
+  });
+});
+
+describe('Engine constrained decoding', () => {
+  it('leaves output that already fits the schema unchanged', async () => {
+    for (const prompt of prompts.slice(0, 2)) {
+      const free = await engine.generate({ prompt, maxNewTokens: 160 });
+      const role = prompt.includes('rider_agent') ? 'rider_agent' : 'user_agent';
+      const constrained = await engine.generate({ prompt, maxNewTokens: 160, responseSchema: turnSchemaFor(role) });
+      expect(turnSchemaFor(role).safeParse(JSON.parse(constrained.text)).success).toBe(true);
+      expect(constrained.text).toBe(free.text);
+    }
+  });
+
+  it('forces output the model would never write into the schema', async () => {
+    const schema = z.object({ approved: z.boolean(), minutes: z.number().int().min(0).max(90), note: z.string().max(12) }).strict();
+    const result = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 80, responseSchema: schema });
+    expect(result.finishReason).toBe('stop');
+    expect(schema.safeParse(JSON.parse(result.text)).success).toBe(true);
+  });
+
+  it('rejects a schema the grammar cannot express', async () => {
+    await expect(engine.generate({ prompt: prompts[0]!, responseSchema: z.object({ mail: z.email() }) })).rejects.toMatchObject({ code: 'invalid_request' });
   });
 });
 

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import type { Logger } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { EngineOverloaded } from '../../engine/errors.ts';
 import { OpenAiCompatibleGenerator, type OpenAiBackendOptions } from '../../engine/remote/openai-backend.ts';
 import { FakeOpenAiServer, streamReply } from '../support/fake-openai-server.ts';
@@ -68,6 +69,17 @@ describe('OpenAiCompatibleGenerator streaming', () => {
     });
   });
 
+  it('asks the server for structured output under a response schema', async () => {
+    server.enqueue(streamReply(['{"ok":true}']));
+
+    await generator().generate({ prompt, responseSchema: z.object({ ok: z.boolean() }) });
+
+    expect(server.requests[0]!.body.response_format).toMatchObject({
+      type: 'json_schema',
+      json_schema: { schema: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } },
+    });
+  });
+
   it('sends defaults and omits unset fields', async () => {
     server.enqueue(streamReply(['ok']));
 
@@ -79,6 +91,7 @@ describe('OpenAiCompatibleGenerator streaming', () => {
     expect(body.top_p).toBe(1);
     expect(body).not.toHaveProperty('seed');
     expect(body).not.toHaveProperty('stop');
+    expect(body).not.toHaveProperty('response_format');
   });
 
   it.each([
