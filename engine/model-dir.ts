@@ -20,6 +20,7 @@ const configSchema = z.looseObject({
   num_local_experts: z.number().int().positive().optional(),
   num_experts_per_tok: z.number().int().positive().optional(),
   rope_theta: z.number().positive().optional(),
+  num_zero_experts: z.number().int().min(0).optional(),
 });
 
 export interface ModelFiles {
@@ -32,6 +33,7 @@ export interface ModelFiles {
   numLayers: number;
   numHeads: number;
   numKvHeads: number;
+  /** Routed experts per MoE layer, zero-computation experts included; 0 for a dense model. */
   numExperts: number;
   ropeTheta: number;
   headDim: number;
@@ -79,7 +81,7 @@ export function readModelDir(dir: string): ModelFiles {
     tokenizerConfig,
     numLayers: config.num_hidden_layers,
     numHeads: config.num_attention_heads,
-    numExperts: config.num_local_experts ?? 0,
+    numExperts: (config.num_local_experts ?? 0) + (config.num_zero_experts ?? 0),
     ropeTheta: config.rope_theta ?? 10000,
     numKvHeads: config.num_key_value_heads ?? config.num_attention_heads,
     headDim: config.head_dim ?? config.hidden_size / config.num_attention_heads,

@@ -1,4 +1,4 @@
-import { copyFileSync, cpSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -99,6 +99,23 @@ describe('Engine generation', () => {
   });
 });
 
+describe('Engine graph layouts', () => {
+  it('serves the standard decoder layout with the same greedy text', async () => {
+    expect(engine.model.stepOnnxPath).toBeDefined();
+    const standard = await Engine.load({ modelDir: defaultModelDir, layout: 'standard' });
+    try {
+      for (const prompt of prompts) {
+        const [fromStep, fromStandard] = await Promise.all([engine.generate({ prompt, maxNewTokens: 60 }), standard.generate({ prompt, maxNewTokens: 60 })]);
+        expect(fromStandard.text).toBe(fromStep.text);
+      }
+      expect(standard.stats().expertLoad).toEqual([]);
+      expect(engine.stats().expertLoad.flat().reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+    } finally {
+      await standard.close();
+    }
+  });
+});
+
 describe('Engine constrained decoding', () => {
   it('leaves output that already fits the schema unchanged', async () => {
     for (const prompt of prompts.slice(0, 2)) {
@@ -155,7 +172,7 @@ describe('Engine cancellation', () => {
     await Promise.all(requests);
     const after = await engine.generate({ prompt: prompts[0]!, maxNewTokens: 20 });
     expect(after.completionTokens).toBeGreaterThan(0);
-    expect(engine.stats()).toMatchObject({ queued: 0, running: 0 });
+    expect(engine.stats()).toMatchObject({ queued: 0, running: 0, kvReservedBytes: 0, kvBytes: 0 });
   });
 });
 
@@ -203,6 +220,24 @@ describe('Engine.load', () => {
     cpSync(defaultModelDir, broken, { recursive: true });
     copyFileSync(join(broken, 'tokenizer_config.json'), join(broken, 'config.json'));
     await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('config.json') });
+  });
+
+  it('names a corrupt step graph', async () => {
+    const broken = join(dir, 'step');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    writeFileSync(join(broken, 'onnx', 'model.step.onnx'), 'not a model');
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.onnx') });
+  });
+
+  it('rejects a step graph exported from other weights', async () => {
+    const broken = join(dir, 'mismatch');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    const graph = readFileSync(join(broken, 'onnx', 'model.step.onnx'));
+    const at = graph.indexOf('sanfang.weights_sha256');
+    const digit = graph.indexOf(Buffer.from(/[0-9a-f]{64}/.exec(graph.subarray(at, at + 200).toString('latin1'))![0]));
+    graph[digit] = graph[digit] === 0x30 ? 0x31 : 0x30;
+    writeFileSync(join(broken, 'onnx', 'model.step.onnx'), graph);
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('other weights') });
   });
 
   it('rejects a missing folder', async () => {

@@ -4,6 +4,8 @@ Writes <model-dir>/onnx/model.onnx (one file, no external data),
 <model-dir>/config.json and <model-dir>/generation_config.json, then checks
 the graph with onnx.checker and writes a parity fixture (inputs plus torch
 logits) that training/check/ort-parity.mjs replays in onnxruntime-node.
+With --step-graph it also writes onnx/model.step.onnx, the graph of Sanfang's
+own engine, whose weights are byte ranges of model.onnx (see step_graph.py).
 
     /usr/bin/python3 training/trainer/export.py --checkpoint training/out/ckpt/model.pt \
         --model-dir models/sanfang-moe --bos-id 1 --eos-id 2 --pad-id 0
@@ -159,6 +161,11 @@ def write_configs(model_dir: Path, config: MoeConfig, bos_id: int, eos_id: int, 
         "pad_token_id": pad_id,
         "torch_dtype": "float32",
     }
+    # Written only when set, so a model without them keeps its config.json.
+    if config.num_zero_experts:
+        hf_config["num_zero_experts"] = config.num_zero_experts
+    if config.expert_capacity:
+        hf_config["expert_capacity"] = config.expert_capacity
     generation_config = {"bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id}
     (model_dir / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     (model_dir / "generation_config.json").write_text(json.dumps(generation_config, indent=2) + "\n")
@@ -241,6 +248,12 @@ def main(argv: List[str]) -> int:
         help="where to write the parity fixture for training/check/ort-parity.mjs",
     )
     parser.add_argument("--fixture-seed", type=int, default=1234, help="seed for the fixture's random prompts")
+    parser.add_argument(
+        "--step-graph",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write onnx/model.step.onnx with step_graph.py's defaults (default: off)",
+    )
     args = parser.parse_args(argv)
 
     if args.opset < OPSET_MIN:
@@ -257,6 +270,13 @@ def main(argv: List[str]) -> int:
     size_mb = os.path.getsize(onnx_path) / 1e6
     print(f"wrote {onnx_path} ({size_mb:.1f} MB), config.json, generation_config.json")
     print(f"wrote parity fixture {args.fixture}")
+    if args.step_graph:
+        # Imported here because step_graph imports load_model from this module.
+        from step_graph import export_step_graph
+        from step_modules import StepGraphOptions
+
+        step_path = export_step_graph(model, args.model_dir, StepGraphOptions(expert_capacity=model.config.expert_capacity))
+        print(f"wrote {step_path} ({os.path.getsize(step_path) / 1e3:.0f} kB)")
     return 0
 
 

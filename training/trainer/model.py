@@ -44,6 +44,15 @@ class MoeConfig:
     tie_word_embeddings: bool = True
     router_aux_loss_coef: float = 0.01
     initializer_range: float = 0.02
+    # Zero-computation experts (LongCat-Flash): the router gets this many extra
+    # logits after the num_local_experts real ones, and a token routed to one
+    # of them adds weight * x (the identity) with no computation.
+    num_zero_experts: int = 0
+    # Maximum (token, choice) assignments that each real expert takes per
+    # forward call. Later assignments in token order (batch-major, padding
+    # positions included) are dropped and add nothing. Zero experts have no
+    # limit. 0 means no limit.
+    expert_capacity: int = 0
 
     def validate(self) -> None:
         """Raise ValueError when the sizes do not fit together."""
@@ -56,10 +65,15 @@ class MoeConfig:
             )
         if self.head_dim % 2 != 0:
             raise ValueError(f"head_dim must be even for rotary embeddings, got {self.head_dim}")
-        if not 1 <= self.num_experts_per_tok <= self.num_local_experts:
+        if self.num_zero_experts < 0:
+            raise ValueError(f"num_zero_experts must be 0 or more, got {self.num_zero_experts}")
+        if self.expert_capacity < 0:
+            raise ValueError(f"expert_capacity must be 0 (no limit) or more, got {self.expert_capacity}")
+        routes = self.num_local_experts + self.num_zero_experts
+        if not 1 <= self.num_experts_per_tok <= routes:
             raise ValueError(
-                f"num_experts_per_tok must be between 1 and num_local_experts "
-                f"({self.num_local_experts}), got {self.num_experts_per_tok}"
+                f"num_experts_per_tok must be between 1 and num_local_experts + num_zero_experts "
+                f"({routes}), got {self.num_experts_per_tok}"
             )
 
     def to_json(self) -> str:
@@ -210,14 +224,21 @@ class SparseMoe(nn.Module):
     its tokens with NonZero + index_select and adds its output back with
     scatter_add, which exports as ScatterElements(reduction="add") from opset
     16. An expert that receives no tokens runs on an empty [0, hidden] batch.
+
+    With config.num_zero_experts Z > 0, the router scores E + Z routes and the
+    last Z are identity experts. With config.expert_capacity C > 0, each real
+    expert keeps only its first C slots of the call in token order.
     """
 
     def __init__(self, config: MoeConfig):
         super().__init__()
         self.hidden_size = config.hidden_size
         self.num_experts = config.num_local_experts
+        self.num_zero_experts = config.num_zero_experts
+        self.num_routes = config.num_local_experts + config.num_zero_experts
+        self.capacity = config.expert_capacity
         self.top_k = config.num_experts_per_tok
-        self.router = nn.Linear(config.hidden_size, self.num_experts, bias=False)
+        self.router = nn.Linear(config.hidden_size, self.num_routes, bias=False)
         self.experts = nn.ModuleList(
             SwiGLUExpert(config.hidden_size, config.intermediate_size) for _ in range(self.num_experts)
         )
@@ -236,17 +257,25 @@ class SparseMoe(nn.Module):
             # negative, so truncating division equals floor division and exports
             # as a single Div.
             slots = torch.nonzero(slot_experts == index)[:, 0]
+            if self.capacity:
+                # nonzero lists slots in ascending order, which is token order.
+                slots = slots[: self.capacity]
             tokens = torch.div(slots, self.top_k, rounding_mode="trunc")
             routed = expert(flat.index_select(0, tokens)) * slot_weights.index_select(0, slots)[:, None]
             output = output.scatter_add(0, tokens[:, None].expand(-1, self.hidden_size), routed)
+        if self.num_zero_experts:
+            zero_weight = top_weights.masked_fill(top_experts < self.num_experts, 0.0).sum(dim=-1, keepdim=True)
+            output = output + zero_weight * flat
         output = output.view_as(x)
 
         if not with_stats:
             return MoeOutput(output, None, None)
 
-        # Switch Transformer balance loss: num_experts * sum_e(f_e * P_e), where
+        # Switch Transformer balance loss: num_routes * sum_e(f_e * P_e), where
         # f_e is the share of routed slots and P_e the mean router probability.
-        assignments = F.one_hot(top_experts, self.num_experts).sum(dim=1).to(flat.dtype)
+        # Zero experts count as routes, and the counts include slots that the
+        # capacity dropped.
+        assignments = F.one_hot(top_experts, self.num_routes).sum(dim=1).to(flat.dtype)
         if token_mask is None:
             weights = torch.ones(flat.shape[0], 1, dtype=flat.dtype, device=flat.device)
         else:
@@ -255,7 +284,7 @@ class SparseMoe(nn.Module):
         expert_counts = (assignments * weights).sum(dim=0)
         slot_share = expert_counts / (token_count * self.top_k)
         mean_prob = (probs * weights).sum(dim=0) / token_count
-        aux_loss = self.num_experts * (slot_share * mean_prob).sum()
+        aux_loss = self.num_routes * (slot_share * mean_prob).sum()
         return MoeOutput(output, aux_loss, expert_counts.detach())
 
 
@@ -317,7 +346,8 @@ class MoeForCausalLM(nn.Module):
         padding. The query at cache index past + j attends to key k when
         k <= past + j and attention_mask[b, k] == 1, which covers left padding.
         With with_stats, also returns the mean balance loss over layers and the
-        per-layer expert token counts [layers, experts] over unmasked tokens.
+        per-layer expert token counts [layers, experts + zero experts] over
+        unmasked tokens.
         """
         seq = input_ids.shape[1]
         past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]

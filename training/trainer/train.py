@@ -293,7 +293,7 @@ def main(argv: List[str]) -> int:
     tokens_seen = 0
     valid_loss = float("nan")
     interval = {"loss": 0.0, "targets": 0, "aux": 0.0, "steps": 0, "tokens": 0, "start": time.time()}
-    interval_counts = torch.zeros(config.num_hidden_layers, config.num_local_experts)
+    interval_counts = torch.zeros(config.num_hidden_layers, config.num_local_experts + config.num_zero_experts)
     finished = False
 
     def progress() -> float:
