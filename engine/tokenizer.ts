@@ -29,20 +29,26 @@ export class TextTokenizer {
 }
 
 /**
- * Decodes a growing id list and returns only the newly completed text. A multi-byte character
- * split across tokens decodes to U+FFFD until its last byte arrives, so that tail is held back.
+ * Decodes a growing id list and returns only the newly completed text, decoding a few tokens
+ * per call instead of the whole list (the prefix/read offsets of vLLM's incremental
+ * detokenizer). The tokens before `readOffset` give the context that decoders which strip
+ * or merge spaces at a boundary need. A multi-byte character split across tokens decodes to
+ * U+FFFD until its last byte arrives, so that tail is held back.
  */
 export class StreamDecoder {
-  private emitted = 0;
+  private prefixOffset = 0;
+  private readOffset = 0;
 
   constructor(private readonly tokenizer: TextTokenizer) {}
 
   push(ids: readonly number[]): string {
-    const text = this.tokenizer.decode(ids);
-    let complete = text.length;
-    while (complete > this.emitted && text[complete - 1] === '\uFFFD') complete--;
-    const delta = text.slice(this.emitted, complete);
-    this.emitted = complete;
+    if (ids.length === 0) return '';
+    const prefix = this.readOffset > this.prefixOffset ? this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset)) : '';
+    const text = this.tokenizer.decode(ids.slice(this.prefixOffset));
+    if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
+    const delta = text.slice(prefix.length);
+    this.prefixOffset = this.readOffset;
+    this.readOffset = ids.length;
     return delta;
   }
 }
