@@ -8,6 +8,7 @@
  */
 import { execSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { cpus, loadavg } from 'node:os';
 import { Command, Option } from 'commander';
 import { renderPrompt, type Facts, type PromptInput, type TranscriptLine } from '../agents/prompt.ts';
@@ -30,6 +31,7 @@ const program = new Command()
       .choices(['ignore', 'stop'])
       .default('ignore'),
   )
+  .option('--graph <file>', "graph under the model's onnx/ folder for the throughput and context runs; 'auto' picks as the runtime does", 'auto')
   .option('--no-peer', 'skip transformers.js')
   .parse();
 
@@ -56,6 +58,7 @@ const options = {
   longContext: readPositiveInteger('longContext'),
   stopAtEnd: cliOptions.endToken === 'stop',
   peer: cliOptions.peer !== false,
+  graph: String(cliOptions.graph),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -257,8 +260,11 @@ const engine = await Engine.load({
   maxBatchSize: maxConcurrent,
   intraOpThreads: options.threads,
   stopAtEndToken: options.stopAtEnd,
+  graph: options.graph,
   observer: { step: (kind, _rows, _tokens, ms) => kind === 'decode' && decodeSteps.push(ms) },
 });
+const graphName = basename(engine.graphPath);
+console.log(`graph: ${graphName}`);
 const endIds = new Set([...engine.model.eosTokenIds, engine.tokenizer.tokenId('<|end|>')].filter((id) => id !== undefined));
 
 /** Counts the peer's new tokens the way the engine does, which leaves out a final end token. */
@@ -322,6 +328,11 @@ if (options.peer) {
   }
 }
 
+// transformers.js runs model.onnx in fp32, so the comparison runs the fp32 step graph: the same weights.
+const fp32Graphs = ['model.step.onnx', 'model.onnx'];
+const sameWeights = fp32Graphs.includes(graphName)
+  ? engine
+  : await Engine.load({ modelDir: options.modelDir, maxBatchSize: maxConcurrent, intraOpThreads: options.threads, stopAtEndToken: options.stopAtEnd, graph: 'model.step.onnx' });
 const comparePrompts = prompts.slice(0, options.peerConcurrency);
 const compareIds = promptIds.slice(0, options.peerConcurrency);
 if (peer) await peerConcurrently(peer, compareIds.slice(0, Math.min(4, compareIds.length)));
@@ -329,7 +340,7 @@ if (peer) await peerConcurrently(peer, compareIds.slice(0, Math.min(4, compareId
 const engineSide = { rates: [] as number[], firstTokenMs: [] as number[], interTokenMs: [] as number[], texts: [] as string[] };
 const peerSide = { rates: [] as number[], firstTokenMs: [] as number[], interTokenMs: [] as number[], sequences: [] as number[][] };
 for (let repeat = 0; repeat < options.repeats; repeat++) {
-  const ours = await concurrently(engine, comparePrompts);
+  const ours = await concurrently(sameWeights, comparePrompts);
   engineSide.rates.push(tokensPerSecond(ours));
   for (const result of ours.results) {
     engineSide.firstTokenMs.push(result.firstTokenMs);
@@ -347,7 +358,9 @@ for (let repeat = 0; repeat < options.repeats; repeat++) {
   peerSide.sequences = theirs.results.map((generation) => generation.tokenIds);
 }
 
+if (sameWeights !== engine) await sameWeights.close();
 const engineAtComparison = {
+  graph: 'model.step.onnx',
   tokensPerSecond: round(median(engineSide.rates)),
   repeats: engineSide.rates.map((r) => round(r)),
   firstTokenMs: percentiles(engineSide.firstTokenMs),
@@ -434,6 +447,7 @@ const report = {
     decoding: 'greedy',
     repeats: options.repeats,
     intraOpThreads: options.threads,
+    graph: graphName,
     promptTokens: { count: prompts.length, min: Math.min(...promptLengths), median: median(promptLengths), max: Math.max(...promptLengths) },
     tokensPerSecond: 'generated tokens / wall-clock seconds for the whole set of requests, prefill included; medians over repeats',
     firstTokenMs: 'from generate() to the first new token, queueing included',
@@ -452,7 +466,7 @@ const formatPercentiles = (p: Percentiles) => `${p.p50} / ${p.p95} ms`;
 const lines = [
   '',
   `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
-    `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats.`,
+    `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats; graph ${graphName} except in the transformers.js comparison.`,
   '',
   '| concurrent requests | batched tokens/s | one at a time tokens/s | ratio | batched text = one-at-a-time text |',
   '|---|---|---|---|---|',
@@ -460,7 +474,7 @@ const lines = [
   '',
   `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
   '|---|---|---|---|---|',
-  `| Sanfang engine | ${engineAtComparison.tokensPerSecond} | ${formatPercentiles(engineAtComparison.firstTokenMs)} | ${formatPercentiles(engineAtComparison.interTokenMs)} | |`,
+  `| Sanfang engine, fp32 step graph | ${engineAtComparison.tokensPerSecond} | ${formatPercentiles(engineAtComparison.firstTokenMs)} | ${formatPercentiles(engineAtComparison.interTokenMs)} | |`,
 ];
 if (peerAtComparison.status === 'measured') {
   lines.push(

@@ -90,8 +90,11 @@ export interface EngineOptions {
   maxQueuedRequests?: number;
   executionProvider?: ExecutionProvider;
   intraOpThreads?: number;
-  /** Which graph to run: the step graph when the folder has one ('auto'), or the standard layout. */
-  layout?: 'auto' | 'step' | 'standard';
+  /**
+   * The graph file under onnx/ to run, or 'auto' (default): the 8-bit step graph when present,
+   * then the fp32 step graph, then the standard model.onnx.
+   */
+  graph?: string;
   /** Longest prompt plus completion served; past the trained positions, attention is sparse. */
   maxContextTokens?: number;
   /** Most prompt tokens prefilled between two decode steps. */
@@ -226,6 +229,11 @@ export class Engine implements TextGenerator {
     if (options.stopAtEndToken === false) this.endIds.clear();
   }
 
+  /** The graph file in use. */
+  get graphPath(): string {
+    return this.backend.path;
+  }
+
   static async load(options: EngineOptions): Promise<Engine> {
     const model = readModelDir(options.modelDir);
     const tokenizer = new TextTokenizer(model);
@@ -233,7 +241,7 @@ export class Engine implements TextGenerator {
     const backend = await loadStepModel(model, {
       executionProvider: options.executionProvider ?? 'cpu',
       intraOpThreads: options.intraOpThreads ?? 1,
-      layout: options.layout ?? 'auto',
+      graph: options.graph ?? 'auto',
     });
     return new Engine(model, tokenizer, backend, settings);
   }

@@ -26,8 +26,8 @@ const configSchema = z.looseObject({
 export interface ModelFiles {
   dir: string;
   onnxPath: string;
-  /** onnx/model.step.onnx when present and made from the same weights as onnxPath. */
-  stepOnnxPath?: string;
+  /** Step graphs in onnx/ (file name to path), in order of preference: the 8-bit one first. */
+  stepGraphs: Map<string, string>;
   tokenizerJson: object;
   tokenizerConfig: Record<string, unknown>;
   numLayers: number;
@@ -76,7 +76,7 @@ export function readModelDir(dir: string): ModelFiles {
   return {
     dir,
     onnxPath,
-    stepOnnxPath: findStepGraph(dir, onnxPath),
+    stepGraphs: findStepGraphs(dir, onnxPath),
     tokenizerJson,
     tokenizerConfig,
     numLayers: config.num_hidden_layers,
@@ -92,20 +92,29 @@ export function readModelDir(dir: string): ModelFiles {
   };
 }
 
+/** Step graph file names the engine looks for, most preferred first. */
+export const stepGraphNames = ['model.step.q8.onnx', 'model.step.onnx', 'model.step.q4.onnx'] as const;
+
 /**
- * The step graph reads its weights from model.onnx by byte offset, so it is only used when the
- * sha256 recorded in its metadata (`sanfang.weights_sha256`) matches model.onnx.
+ * Finds the step graphs present in onnx/. Each records the sha256 of the model.onnx it was made
+ * from (`sanfang.weights_sha256`; model.step.onnx even reads its weights from that file by byte
+ * offset), and a graph made from other weights fails the load.
  */
-function findStepGraph(dir: string, onnxPath: string): string | undefined {
-  const stepPath = join(dir, 'onnx', 'model.step.onnx');
-  if (!existsSync(stepPath)) return undefined;
-  const graph = readFileSync(stepPath);
-  const keyAt = graph.indexOf('sanfang.weights_sha256');
-  const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
-  if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
-  const actual = createHash('sha256').update(readFileSync(onnxPath)).digest('hex');
-  if (actual !== recorded) {
-    throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
+function findStepGraphs(dir: string, onnxPath: string): Map<string, string> {
+  const graphs = new Map<string, string>();
+  let actual: string | undefined;
+  for (const name of stepGraphNames) {
+    const stepPath = join(dir, 'onnx', name);
+    if (!existsSync(stepPath)) continue;
+    const graph = readFileSync(stepPath);
+    const keyAt = graph.indexOf('sanfang.weights_sha256');
+    const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
+    if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
+    actual ??= createHash('sha256').update(readFileSync(onnxPath)).digest('hex');
+    if (actual !== recorded) {
+      throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
+    }
+    graphs.set(name, stepPath);
   }
-  return stepPath;
+  return graphs;
 }

@@ -11,6 +11,7 @@
  *   which this adapter slices; it has no queries, so sparse attention picks recent pages.
  */
 import * as ort from 'onnxruntime-node';
+import { basename } from 'node:path';
 import { EngineError } from './errors.ts';
 import type { ModelFiles } from './model-dir.ts';
 
@@ -44,6 +45,8 @@ export interface StepResult {
 
 export interface StepModel {
   readonly layout: 'step' | 'standard';
+  /** The graph file this model runs. */
+  readonly path: string;
   /** Whether the graph honours an arbitrary bias; the standard layout adds its own causal mask. */
   readonly arbitraryBias: boolean;
   readonly numExperts: number;
@@ -56,8 +59,11 @@ export type ExecutionProvider = 'cpu' | 'cuda';
 export interface StepModelOptions {
   executionProvider: ExecutionProvider;
   intraOpThreads: number;
-  /** 'auto' takes the step graph when the folder has a matching one. */
-  layout: 'auto' | 'step' | 'standard';
+  /**
+   * A graph file name under onnx/, or 'auto': the first step graph of `stepGraphNames` present,
+   * else the standard model.onnx.
+   */
+  graph: string;
 }
 
 async function createSession(path: string, options: StepModelOptions): Promise<ort.InferenceSession> {
@@ -74,26 +80,28 @@ async function createSession(path: string, options: StepModelOptions): Promise<o
 }
 
 export async function loadStepModel(model: ModelFiles, options: StepModelOptions): Promise<StepModel> {
-  const useStep = options.layout === 'step' || (options.layout === 'auto' && model.stepOnnxPath !== undefined);
-  if (useStep) {
-    if (!model.stepOnnxPath) throw new EngineError('model_load_failed', `model file is missing: ${model.dir}/onnx/model.step.onnx`);
-    const session = await createSession(model.stepOnnxPath, options);
-    const expected = ['input_ids', 'position_ids', 'attention_bias', 'past_key.0'];
-    const missing = expected.filter((name) => !session.inputNames.includes(name));
-    if (missing.length > 0) {
-      await session.release();
-      throw new EngineError('model_load_failed', `${model.stepOnnxPath} lacks step graph inputs ${missing.join(', ')}`);
-    }
-    return new StepGraph(session, model);
-  }
-  const session = await createSession(model.onnxPath, options);
-  const expected = ['input_ids', 'attention_mask', 'past_key_values.0.key'];
-  const missing = expected.filter((name) => !session.inputNames.includes(name));
-  if (missing.length > 0) {
+  const path = options.graph === 'auto' ? ([...model.stepGraphs.values()][0] ?? model.onnxPath) : graphPath(model, options.graph);
+  const session = await createSession(path, options);
+  if (session.inputNames.includes('attention_bias')) {
+    const missing = ['input_ids', 'position_ids', 'past_key.0'].filter((name) => !session.inputNames.includes(name));
+    if (missing.length === 0) return new StepGraph(session, model, path);
     await session.release();
-    throw new EngineError('model_load_failed', `${model.onnxPath} lacks decoder inputs ${missing.join(', ')}; expected the standard decoder layout`);
+    throw new EngineError('model_load_failed', `${path} lacks step graph inputs ${missing.join(', ')}`);
   }
-  return new StandardGraph(session, model);
+  const missing = ['input_ids', 'attention_mask', 'past_key_values.0.key'].filter((name) => !session.inputNames.includes(name));
+  if (missing.length === 0) return new StandardGraph(session, model, path);
+  await session.release();
+  throw new EngineError('model_load_failed', `${path} lacks decoder inputs ${missing.join(', ')}; expected the standard decoder layout or a step graph`);
+}
+
+function graphPath(model: ModelFiles, name: string): string {
+  if (basename(model.onnxPath) === name) return model.onnxPath;
+  const path = model.stepGraphs.get(name);
+  if (!path) {
+    const known = [basename(model.onnxPath), ...model.stepGraphs.keys()].join(', ');
+    throw new EngineError('model_load_failed', `model file is missing: ${model.dir}/onnx/${name} (this folder has ${known})`);
+  }
+  return path;
 }
 
 function pastTensor(data: Float32Array, dims: number[]): ort.Tensor {
@@ -119,6 +127,7 @@ class StepGraph implements StepModel {
   constructor(
     private readonly session: ort.InferenceSession,
     private readonly model: ModelFiles,
+    readonly path: string,
   ) {
     this.numExperts = model.numExperts;
     this.hasQueries = session.outputNames.includes('last_query.0');
@@ -168,6 +177,7 @@ class StandardGraph implements StepModel {
   constructor(
     private readonly session: ort.InferenceSession,
     private readonly model: ModelFiles,
+    readonly path: string,
   ) {
     this.hasPositions = session.inputNames.includes('position_ids');
   }
