@@ -81,7 +81,7 @@ export type Turn = z.infer<typeof turnSchema>;
 
 const roleSchemas = new Map<Role, z.ZodType>();
 
-/** The turn schema with the action narrowed to the role's actions: the grammar agents decode under. */
+/** Returns the turn schema with the action narrowed to the role's actions, which agents decode under. */
 export function turnSchemaFor(role: Role): z.ZodType {
   let schema = roleSchemas.get(role);
   if (!schema) {

@@ -25,7 +25,7 @@ export interface LongPrompt {
   tokens: number;
 }
 
-/** A user-agent prompt with `facts` and about `targetTokens` tokens (never more). */
+/** Builds a user-agent prompt with `facts` and at most `targetTokens` tokens, as close to it as lines allow. */
 export function longDialoguePrompt(tokenizer: TextTokenizer, facts: Facts, targetTokens: number, seed = 0): LongPrompt {
   const head = `${specialTokens.system}user_agent zh\n${specialTokens.facts}${renderFacts(facts)}\n`;
   const tail = `${specialTokens.customer}${finalCustomerLine}\n${specialTokens.turn}`;

@@ -95,7 +95,7 @@ export interface EngineOptions {
    * then the fp32 step graph, then the standard model.onnx.
    */
   graph?: string;
-  /** Longest prompt plus completion served; past the trained positions, attention is sparse. */
+  /** Maximum prompt plus completion tokens; past the trained positions, attention is sparse. */
   maxContextTokens?: number;
   /** Most prompt tokens prefilled between two decode steps. */
   prefillChunkTokens?: number;
@@ -264,14 +264,14 @@ export class Engine implements TextGenerator {
 
   stats(): EngineStats {
     const live = (list: Sequence[]) => list.filter((s) => !s.settled);
-    const held = [...this.prefilling, ...this.batch.rows].filter((s) => !s.settled);
+    const inFlight = [...this.prefilling, ...this.batch.rows].filter((s) => !s.settled);
     const experts = this.backend.numExperts;
     return {
       queued: live(this.queue).length,
       running: live(this.prefilling).length + live(this.batch.rows).length,
       ...this.counters,
       batchLayouts: this.batch.layouts,
-      kvBytes: held.reduce((sum, s) => sum + s.cache.bytes, 0),
+      kvBytes: inFlight.reduce((sum, s) => sum + s.cache.bytes, 0),
       kvReservedBytes: this.reservedBytes,
       kvBudgetBytes: this.kvBudgetBytes,
       batchBufferBytes: this.batch.bytes,
@@ -401,8 +401,8 @@ export class Engine implements TextGenerator {
   }
 
   /**
-   * The views a sequence attends to for the next `lookahead` tokens. Dense views record how far
-   * they stay valid; sparse ones are chosen again whenever the batch is laid out.
+   * Chooses the views a sequence attends to for the next `lookahead` tokens. Dense views record
+   * how far they stay valid, and sparse ones are chosen again whenever the batch is laid out.
    */
   private viewsOf(sequence: Sequence, lookahead: number): LayerView[] {
     const length = sequence.cache.length;
@@ -535,7 +535,7 @@ export class Engine implements TextGenerator {
       for (let j = 0; j < seq; j++) {
         const base = (row * seq + j) * seq;
         if (j < pad) {
-          // A padding query sees only itself, so its softmax stays finite.
+          // A padding query attends only to itself, so its softmax stays finite.
           bias[base + j] = 0;
           continue;
         }
@@ -577,8 +577,8 @@ export class Engine implements TextGenerator {
     if (dense) {
       for (let j = 0; j < seq; j++) bias.fill(0, j * width, j * width + past + j + 1);
     } else {
-      // A sparse view ends with the recent window. Each chunk query sees the sinks and chosen
-      // pages, and only the last windowTokens tokens before it, as a decode step would.
+      // A sparse view ends with the recent window. Each chunk query attends to the sinks, the
+      // chosen pages and only the last windowTokens tokens before it, as a decode step does.
       const window = views[0]![views[0]!.length - 1]!;
       const windowSlot = past - (window.end - window.start);
       for (let j = 0; j < seq; j++) {

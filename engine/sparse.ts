@@ -1,5 +1,5 @@
 /**
- * Which cached tokens a step attends to. While the context fits the model's trained positions
+ * Selection of the cached tokens a step attends to. While the context fits the model's trained positions
  * a sequence attends to all of it. Past that, each layer attends to a bounded set: the first
  * tokens (attention sinks, as in StreamingLLM), a recent window, and the older pages whose
  * keys score highest against the latest query (Quest). The old tokens are rotated to sit just

@@ -165,8 +165,8 @@ class StepGraph implements StepModel {
 
 /**
  * The standard layout: attention_mask [batch, past + seq] plus the graph's own causal mask. A
- * key is visible to a row when the row's last query may see it, which covers every bias the
- * engine builds for this layout (left padding, free slots; never packing).
+ * key is visible to a row when the row's last query may attend to it. That covers every bias
+ * the engine builds for this layout: left padding and free slots, never packing.
  */
 class StandardGraph implements StepModel {
   readonly layout = 'standard';

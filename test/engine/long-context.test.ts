@@ -39,7 +39,7 @@ async function actions(contextTokens: number, sparseAttention: Partial<SparseAtt
 }
 
 // The default model was trained on prompts of up to ~200 tokens, so the attended budget here
-// matches that length; bench/long-context.ts reports the engine defaults too.
+// matches that length. bench/long-context.ts also reports the engine defaults.
 describe('Sparse attention over a long dialogue', () => {
   it('uses facts stated 8K tokens earlier as the short dialogue does', { timeout: 120_000 }, async () => {
     const reference = await actions(120, {});
