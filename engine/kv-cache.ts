@@ -74,8 +74,12 @@ export class SequenceCache {
         for (let head = 0; head < numKvHeads; head++) {
           const source = ((row * numKvHeads + head) * seq + from + t) * headDim;
           const target = (head * pageTokens + inPage) * headDim;
-          keyPage.set(newKeys[layer]!.subarray(source, source + headDim), target);
-          valuePage.set(newValues[layer]!.subarray(source, source + headDim), target);
+          const fromKeys = newKeys[layer]!;
+          const fromValues = newValues[layer]!;
+          for (let d = 0; d < headDim; d++) {
+            keyPage[target + d] = fromKeys[source + d]!;
+            valuePage[target + d] = fromValues[source + d]!;
+          }
         }
       }
     }
