@@ -2,10 +2,10 @@
  * `npm run bench:long-context` measures what sparse attention costs in quality. Each case
  * states facts at the start of a long dialogue and asks the user-facing agent for its turn at
  * the end. The turn the engine writes there is compared with the turn it writes when the same
- * facts come with a short dialogue, under three attention settings: the default (sinks,
- * window and chosen pages), chosen pages without sinks (the facts must be found by page
- * score), and a recent window alone (the facts are out of reach), which shows that the
- * comparison can fail.
+ * facts come with a short dialogue, under four attention settings: the engine default
+ * (sinks, window and chosen pages), a small budget of sinks and window, chosen pages without
+ * sinks (the facts must be found by page score), and a recent window alone (the facts are out
+ * of reach), which shows that the comparison can fail.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
@@ -17,7 +17,7 @@ import { longDialoguePrompt } from './long-dialogue.ts';
 const program = new Command()
   .option('--model-dir <dir>', 'model folder', 'models/sanfang-moe-v0')
   .option('--contexts <list>', 'comma-separated context lengths in tokens', '8192,32768')
-  .option('--threads <n>', 'ONNX Runtime intra-op threads', '2')
+  .option('--threads <n>', 'ONNX Runtime intra-op threads', '1')
   .parse();
 const cli = program.opts<{ modelDir: string; contexts: string; threads: string }>();
 const contexts = cli.contexts.split(',').map(Number);

@@ -25,6 +25,10 @@ export const configSchema = z.object({
   engineMaxContextTokens: z.coerce.number().int().min(16).max(1_048_576).default(32_768),
   /** Most prompt tokens prefilled between two decode steps. */
   enginePrefillChunkTokens: z.coerce.number().int().min(16).max(4096).default(256),
+  /** Sparse attention past the trained positions: sink tokens, recent window and chosen-page tokens. */
+  engineSinkTokens: z.coerce.number().int().min(0).multipleOf(32).default(64),
+  engineWindowTokens: z.coerce.number().int().min(32).default(448),
+  engineSelectedTokens: z.coerce.number().int().min(0).multipleOf(32).default(256),
   /** One model call of an agent; past this the turn falls back to the strategy library. */
   turnTimeoutMs: z.coerce.number().int().positive().default(15_000),
   /** How long the case waits for a human rider's reply before using the platform's ETA. */
@@ -61,6 +65,9 @@ const environmentKeys: Record<string, keyof Config> = {
   SANFANG_ENGINE_KV_BUDGET_MB: 'engineKvBudgetMb',
   SANFANG_ENGINE_MAX_CONTEXT_TOKENS: 'engineMaxContextTokens',
   SANFANG_ENGINE_PREFILL_CHUNK_TOKENS: 'enginePrefillChunkTokens',
+  SANFANG_ENGINE_SINK_TOKENS: 'engineSinkTokens',
+  SANFANG_ENGINE_WINDOW_TOKENS: 'engineWindowTokens',
+  SANFANG_ENGINE_SELECTED_TOKENS: 'engineSelectedTokens',
   SANFANG_TURN_TIMEOUT_MS: 'turnTimeoutMs',
   SANFANG_RIDER_REPLY_TIMEOUT_MS: 'riderReplyTimeoutMs',
   SANFANG_LATE_THRESHOLD_MIN: 'lateThresholdMin',

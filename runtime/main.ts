@@ -38,9 +38,10 @@ if (config.engineBackend === 'remote') {
     kvBudgetBytes: config.engineKvBudgetMb * 1024 * 1024,
     maxContextTokens: config.engineMaxContextTokens,
     prefillChunkTokens: config.enginePrefillChunkTokens,
+    sparseAttention: { sinkTokens: config.engineSinkTokens, windowTokens: config.engineWindowTokens, selectedTokens: config.engineSelectedTokens },
     observer: metrics.engineObserver,
   });
-  log.info({ modelDir: config.modelDir, executionProvider: config.executionProvider }, 'engine loaded');
+  log.info({ modelDir: config.modelDir, graph: localEngine.graphPath, executionProvider: config.executionProvider }, 'engine loaded');
 }
 
 const observe = (role: string, result: { status: string; latencyMs: number; reason?: string }) => {

@@ -17,6 +17,18 @@ describe('loadConfig', () => {
     expect(config.dbPath).toBe('/tmp/x.db');
   });
 
+  it('reads the engine settings', () => {
+    const config = loadConfig({ SANFANG_ENGINE_KV_BUDGET_MB: '512', SANFANG_ENGINE_SINK_TOKENS: '32', SANFANG_ENGINE_WINDOW_TOKENS: '96' });
+    expect(config.engineKvBudgetMb).toBe(512);
+    expect(config.engineSinkTokens).toBe(32);
+    expect(config.engineWindowTokens).toBe(96);
+    expect(config.engineSelectedTokens).toBe(256);
+  });
+
+  it('rejects sink tokens off the page size', () => {
+    expect(() => loadConfig({ SANFANG_ENGINE_SINK_TOKENS: '40' })).toThrow(/engineSinkTokens/);
+  });
+
   it('rejects an invalid port', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/port/);
   });
