@@ -135,6 +135,10 @@ async function userTurnSteps(deps: TurnDeps, context: CaseContext, signal: Abort
       if (promptLocale(context.locale) !== context.locale) {
         const strategy = strategyForTurn(action, result.turn.intent, facts);
         reply = strategy ? renderStrategy(strategy, context.locale, slots) : null;
+        // A strategy chosen from the facts (say, "asking the rider") comes with its own action,
+        // which must run so that the reply does not promise a step that never happens.
+        const decision = fallbackDecision(facts);
+        if (action === 'none' && strategy !== null && strategy === decision.strategy) action = decision.action;
       }
       logger.info({ intent: result.turn.intent, emotion: result.turn.emotion, action, latencyMs: Math.round(result.latencyMs) }, 'user agent turn');
     } else {

@@ -168,6 +168,23 @@ describe('CaseService', () => {
     cases.close();
   });
 
+  it('asks the rider when an English reply says so', async () => {
+    // The model decides with action none; the strategy chosen from the facts asks the rider.
+    const idle = '{"intent":"query_delivery","emotion":"calm","entities":{},"action":"none","reply":"请稍等"}';
+    const lookup = '{"intent":"query_delivery","emotion":"calm","entities":{},"action":"lookup_order","reply":""}';
+    const engine = scriptedEngine((prompt) => (prompt.includes('<|sys|>user_agent') ? (prompt.includes('order=none') ? lookup : idle) : undefined));
+    const cases = service(engine);
+    const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'en');
+    cases.customerMessage(opened.id, 'When will my order arrive?', 'm1');
+    await cases.settled(opened.id);
+
+    const tools = listToolCallsForCase(store.db, opened.id).map((c) => c.tool);
+    expect(tools.slice(0, 2)).toEqual(['lookup_order', 'ask_rider_eta']);
+    const toCustomer = listMessagesAfter(store.db, opened.id, 0).filter((m) => m.party === 'customer' && m.direction === 'out');
+    expect(toCustomer[0]!.text).toContain('checking the arrival time with the rider');
+    cases.close();
+  });
+
   it('answers with the busy strategy when a tool fails', async () => {
     // A delivering order without a rider makes ask_rider_eta fail with invalid_state.
     const orderId = demoOrderIds(now).c001Late;
