@@ -78,7 +78,16 @@ export class DecodeBatch<Row extends BatchRow> {
 
   /** Inputs of the next decode step: past buffers, bias and slot count. Lays the batch out first if needed. */
   prepare(): { pastKeys: Float32Array[]; pastValues: Float32Array[]; bias: Float32Array; past: number } {
-    if (this.stale || this.rows.some((row) => row.viewsExpired())) this.layout();
+    if (!this.stale) {
+      // A row whose views expired is rewritten alone when its new view fits the slots.
+      this.rows.forEach((row, index) => {
+        if (this.stale || !row.viewsExpired()) return;
+        const views = row.views(headroom);
+        if (viewLength(views[0]!) + 1 <= this.slots) this.writeRow(index, views);
+        else this.stale = true;
+      });
+    }
+    if (this.stale) this.layout();
     const floats = this.rows.length * (this.slots + 1);
     return { pastKeys: this.keys, pastValues: this.values, bias: this.bias.subarray(0, floats), past: this.slots };
   }

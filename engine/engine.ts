@@ -152,13 +152,19 @@ interface Sequence extends BatchRow {
   random: () => number;
   decoder: StreamDecoder;
   constraint?: TokenConstraint;
+  /** Final text, as streamed through onText. */
   text: string;
+  /** Decoded text not streamed yet because it may be the start of a stop string. */
+  pending: string;
   cache: SequenceCache;
   reservedBytes: number;
   /** The latest post-RoPE query per layer, for choosing sparse pages. */
   queries?: Float32Array[];
   /** Dense views cover positions up to this length; past it the views must be chosen again. */
   denseUntil: number;
+  /** The last sparse choice and the cache length it was made at. */
+  sparseViews?: LayerView[];
+  viewsChosenAt: number;
   enqueuedAt: number;
   startedAt: number;
   firstTokenAt: number;
@@ -190,8 +196,11 @@ export class Engine implements TextGenerator {
   private prefilling: Sequence[] = [];
   private readonly batch: DecodeBatch<Sequence>;
   private reservedBytes = 0;
+  /** Whether the last prefill call took a group of short prompts, so that long chunks take turns. */
+  private lastPrefillWasGroup = false;
   private loop: Promise<void> | null = null;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private nextId = 1;
   private readonly endIds: Set<number>;
   private readonly expertLoad: Float64Array;
@@ -249,8 +258,13 @@ export class Engine implements TextGenerator {
   private static checkOptions(options: EngineOptions, model: ModelFiles): EngineOptions {
     const sparse = { ...defaultSparseAttention, ...options.sparseAttention };
     const problems: string[] = [];
-    if (sparse.sinkTokens % pageTokens !== 0 || sparse.selectedTokens % pageTokens !== 0) problems.push(`sinkTokens and selectedTokens must be multiples of ${pageTokens}`);
-    if (sparse.windowTokens < pageTokens) problems.push(`windowTokens must be at least ${pageTokens}`);
+    const isCount = (value: unknown, min: number, max = 1_000_000) => Number.isInteger(value) && (value as number) >= min && (value as number) <= max;
+    if (!isCount(sparse.sinkTokens, 0) || !isCount(sparse.selectedTokens, 0) || sparse.sinkTokens % pageTokens !== 0 || sparse.selectedTokens % pageTokens !== 0) {
+      problems.push(`sinkTokens and selectedTokens must be non-negative multiples of ${pageTokens}`);
+    }
+    if (!isCount(sparse.windowTokens, pageTokens)) problems.push(`windowTokens must be an integer of at least ${pageTokens}`);
+    if (options.maxBatchSize !== undefined && !isCount(options.maxBatchSize, 1, 1024)) problems.push('maxBatchSize must be an integer from 1 to 1024');
+    if (options.maxQueuedRequests !== undefined && !isCount(options.maxQueuedRequests, 0)) problems.push('maxQueuedRequests must be a non-negative integer');
     const chunk = options.prefillChunkTokens ?? 256;
     if (!Number.isInteger(chunk) || chunk < 1) problems.push('prefillChunkTokens must be a positive integer');
     if (attendedBudget(sparse) + Math.max(chunk, headroom * 2) > model.maxContextTokens) {
@@ -301,7 +315,19 @@ export class Engine implements TextGenerator {
       return Promise.reject(new EngineError('invalid_request', `invalid generate request: ${detail}`));
     }
     const options = parsed.data;
-    if (request.signal?.aborted) return Promise.reject(new EngineError('aborted', 'request was aborted before it started'));
+    if (request.signal?.aborted) {
+      this.counters.aborted++;
+      return Promise.reject(new EngineError('aborted', 'request was aborted before it started'));
+    }
+    if ((request.constraint || request.responseSchema) && options.stop.length > 0) {
+      return Promise.reject(new EngineError('invalid_request', 'invalid generate request: stop strings would cut constrained output; pass a constraint or stop strings, not both'));
+    }
+    // A prompt whose bytes cannot fit even at the longest token's length is rejected before encoding.
+    const minimumTokens = Buffer.byteLength(options.prompt) / this.tokenizer.maxTokenBytes;
+    if (minimumTokens + options.maxNewTokens > this.maxContextTokens) {
+      this.counters.rejected++;
+      return Promise.reject(new EngineError('context_overflow', `prompt of at least ${Math.ceil(minimumTokens)} tokens plus maxNewTokens ${options.maxNewTokens} exceeds the engine context of ${this.maxContextTokens} tokens; shorten the prompt`));
+    }
 
     let constraint: TokenConstraint | undefined;
     try {
@@ -313,6 +339,7 @@ export class Engine implements TextGenerator {
     const promptIds = this.tokenizer.encode(options.prompt);
     const tokens = promptIds.length + options.maxNewTokens;
     if (tokens > this.maxContextTokens) {
+      this.counters.rejected++;
       return Promise.reject(
         new EngineError(
           'context_overflow',
@@ -345,6 +372,7 @@ export class Engine implements TextGenerator {
         decoder: new StreamDecoder(this.tokenizer),
         constraint,
         text: '',
+        pending: '',
         cache: new SequenceCache(this.shape),
         reservedBytes: 0,
         denseUntil: 0,
@@ -357,8 +385,10 @@ export class Engine implements TextGenerator {
         resolve,
         reject,
         cleanup: () => {},
-        views: (lookahead) => this.viewsOf(sequence, lookahead),
-        viewsExpired: () => sequence.cache.length + 1 > sequence.denseUntil,
+        viewsChosenAt: 0,
+        views: (lookahead) => this.viewsOf(sequence, lookahead, true),
+        viewsExpired: () =>
+          sequence.sparseViews === undefined ? sequence.cache.length + 1 > sequence.denseUntil : sequence.cache.length - sequence.viewsChosenAt >= headroom,
       };
       const cleanups: (() => void)[] = [];
       if (request.signal) {
@@ -382,6 +412,11 @@ export class Engine implements TextGenerator {
   }
 
   async close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true;
     for (const sequence of [...this.queue, ...this.prefilling, ...this.batch.rows]) this.abort(sequence, new EngineError('aborted', 'engine is closing'));
     await this.loop;
@@ -401,14 +436,24 @@ export class Engine implements TextGenerator {
   }
 
   /**
-   * Chooses the views a sequence attends to for the next `lookahead` tokens. Dense views record
-   * how far they stay valid, and sparse ones are chosen again whenever the batch is laid out.
+   * Chooses the views a sequence attends to for the next `lookahead` tokens. In decode (`reuse`),
+   * a sparse choice is kept, with its window grown to the cache, until the sequence has taken
+   * `headroom` new tokens. So its attention depends on its own history only, not on when other
+   * rows force a layout.
    */
-  private viewsOf(sequence: Sequence, lookahead: number): LayerView[] {
+  private viewsOf(sequence: Sequence, lookahead: number, reuse = false): LayerView[] {
     const length = sequence.cache.length;
     const maxPositions = this.model.maxContextTokens;
-    sequence.denseUntil = isDense(length, lookahead, maxPositions) ? maxPositions : Infinity;
-    return chooseViews({
+    if (isDense(length, lookahead, maxPositions)) {
+      sequence.denseUntil = maxPositions;
+      sequence.sparseViews = undefined;
+      return Array.from({ length: this.shape.numLayers }, () => (length === 0 ? [] : [{ start: 0, end: length, shift: 0 }]));
+    }
+    sequence.denseUntil = Infinity;
+    if (reuse && sequence.sparseViews && length - sequence.viewsChosenAt < headroom) {
+      return sequence.sparseViews.map((view) => view.map((segment, i) => (i === view.length - 1 ? { ...segment, end: length } : segment)));
+    }
+    const views = chooseViews({
       cache: sequence.cache,
       numLayers: this.shape.numLayers,
       numHeads: this.shape.numHeads,
@@ -417,6 +462,9 @@ export class Engine implements TextGenerator {
       options: this.sparse,
       queries: sequence.queries,
     });
+    sequence.sparseViews = views;
+    sequence.viewsChosenAt = length;
+    return views;
   }
 
   private enqueue(sequence: Sequence): void {
@@ -488,15 +536,20 @@ export class Engine implements TextGenerator {
   }
 
   /**
-   * One prefill call: the next chunk of the first long or partly prefilled prompt, or a group
-   * of whole short prompts left-padded together.
+   * One prefill call: a group of whole short prompts left-padded together, or the next chunk of
+   * a long prompt. When both wait, they take turns, so a short live prompt never waits for all
+   * of a long one. Live requests come first within each kind.
    */
   private async prefillStep(): Promise<void> {
-    const first = this.prefilling[0]!;
-    const remaining = first.promptIds.length - first.cache.length;
-    const group = first.cache.length > 0 || remaining > this.chunkTokens ? [first] : this.shortGroup();
+    const byPriority = [...this.prefilling].sort((a, b) => (a.priority === b.priority ? 0 : a.priority === 'live' ? -1 : 1));
+    const isShort = (s: Sequence) => s.cache.length === 0 && s.promptIds.length <= this.chunkTokens;
+    const short = byPriority.filter(isShort);
+    const long = byPriority.find((s) => !isShort(s));
+    const chunkTurn = long !== undefined && (short.length === 0 || (this.lastPrefillWasGroup && !(short[0]!.priority === 'live' && long.priority === 'simulation')));
+    const group = chunkTurn ? [long] : this.shortGroup(short);
+    this.lastPrefillWasGroup = !chunkTurn;
     try {
-      if (group.length === 1 && (first.cache.length > 0 || remaining > this.chunkTokens)) await this.prefillChunk(first);
+      if (chunkTurn) await this.prefillChunk(long);
       else await this.prefillGroup(group);
     } catch (error) {
       for (const sequence of group) this.settle(sequence, error as Error);
@@ -504,14 +557,13 @@ export class Engine implements TextGenerator {
     }
   }
 
-  /** Whole short prompts from the front of the prefill list that pad well together. */
-  private shortGroup(): Sequence[] {
+  /** Whole short prompts, in the given order, that pad well together. */
+  private shortGroup(candidates: Sequence[]): Sequence[] {
     const group: Sequence[] = [];
     let longest = 0;
     let promptTokens = 0;
-    for (const next of this.prefilling) {
+    for (const next of candidates) {
       const length = next.promptIds.length;
-      if (next.cache.length > 0 || length > this.chunkTokens) break;
       const padded = Math.max(longest, length) * (group.length + 1);
       const fits = padded <= maxGroupTokens && padded <= (promptTokens + length) * (1 + maxPrefillPadding);
       if (group.length > 0 && !fits) break;
@@ -642,10 +694,26 @@ export class Engine implements TextGenerator {
     for (let i = 0; i < this.expertLoad.length; i++) this.expertLoad[i]! += output.expertCounts[i]!;
   }
 
-  /** Samples the next token for one sequence from its logits row and settles it when it is done. */
+  /**
+   * Samples the next token for one sequence from its logits row and settles it when it is done.
+   * A failure in the request's own callbacks or constraint fails that request only.
+   */
   private accept(sequence: Sequence, logits: Float32Array, offset: number): void {
+    try {
+      this.acceptToken(sequence, logits, offset);
+    } catch (error) {
+      const message = `request ${sequence.id} failed in its own onText callback or constraint: ${(error as Error).message}`;
+      this.settle(sequence, new EngineError('request_failed', message, { cause: error }));
+    }
+  }
+
+  private acceptToken(sequence: Sequence, logits: Float32Array, offset: number): void {
     const vocab = this.model.vocabSize;
-    if (sequence.constraint) sequence.constraint.maskLogits(logits.subarray(offset, offset + vocab));
+    if (sequence.constraint) {
+      const row = logits.subarray(offset, offset + vocab);
+      sequence.constraint.maskLogits(row);
+      if (!row.some((value) => value > -Infinity)) throw new Error('the constraint allows no token');
+    }
     const token = sampleToken(logits, offset, vocab, sequence.sampling, sequence.random);
     const now = performance.now();
     if (sequence.firstTokenAt === 0) {
@@ -658,37 +726,66 @@ export class Engine implements TextGenerator {
     this.counters.generatedTokens++;
 
     let ended = this.endIds.has(token);
+    let stopHit = false;
     if (!ended) {
-      try {
-        sequence.constraint?.accept(token);
-      } catch (error) {
-        this.settle(sequence, new EngineError('inference_failed', `constrained decoding failed: ${(error as Error).message}`, { cause: error }));
-        return;
-      }
+      sequence.constraint?.accept(token);
       sequence.generated.push(token);
-      const delta = sequence.decoder.push(sequence.generated);
+      sequence.pending += sequence.decoder.push(sequence.generated);
+      if (sequence.constraint?.isComplete()) ended = true;
+      // Text up to a stop string is final; a tail that could start one is held back.
+      const stopAt = firstStop(sequence.pending, sequence.stop);
+      stopHit = stopAt !== -1;
+      const release = stopHit ? stopAt : sequence.pending.length - heldTail(sequence.pending, sequence.stop);
+      const delta = sequence.pending.slice(0, release);
+      sequence.pending = stopHit ? '' : sequence.pending.slice(release);
       if (delta) {
         sequence.text += delta;
         sequence.onText?.(delta);
       }
-      if (sequence.constraint?.isComplete()) ended = true;
     }
 
-    const stopHit = sequence.stop.find((stop) => sequence.text.includes(stop));
-    if (stopHit !== undefined) sequence.text = sequence.text.slice(0, sequence.text.indexOf(stopHit));
     const atLength = sequence.generated.length >= sequence.maxNewTokens;
     const overflow = sequence.cache.length + 1 >= this.maxContextTokens;
-    if (ended || stopHit !== undefined || atLength || overflow) {
+    if (ended || stopHit || atLength || overflow) {
+      if (sequence.pending) {
+        sequence.text += sequence.pending;
+        sequence.onText?.(sequence.pending);
+        sequence.pending = '';
+      }
       this.counters.completed++;
       this.settle(sequence, {
         text: sequence.text,
         promptTokens: sequence.promptIds.length,
         completionTokens: sequence.generated.length,
-        finishReason: ended || stopHit !== undefined ? 'stop' : 'length',
+        finishReason: ended || stopHit ? 'stop' : 'length',
         queueMs: sequence.startedAt - sequence.enqueuedAt,
         firstTokenMs: sequence.firstTokenAt - sequence.enqueuedAt,
         totalMs: now - sequence.enqueuedAt,
       });
     }
   }
+}
+
+/** Returns the index of the earliest stop string in `text`, or -1. */
+function firstStop(text: string, stops: readonly string[]): number {
+  let first = -1;
+  for (const stop of stops) {
+    const at = text.indexOf(stop);
+    if (at !== -1 && (first === -1 || at < first)) first = at;
+  }
+  return first;
+}
+
+/** Returns the length of the longest tail of `text` that is a proper prefix of a stop string. */
+function heldTail(text: string, stops: readonly string[]): number {
+  let held = 0;
+  for (const stop of stops) {
+    for (let length = Math.min(stop.length - 1, text.length); length > held; length--) {
+      if (text.endsWith(stop.slice(0, length))) {
+        held = length;
+        break;
+      }
+    }
+  }
+  return held;
 }

@@ -6,6 +6,7 @@ export type EngineErrorCode =
   | 'context_overflow'
   | 'kv_budget_exceeded'
   | 'deadline_exceeded'
+  | 'request_failed'
   | 'model_load_failed'
   | 'inference_failed'
   | 'closed';

@@ -1,12 +1,23 @@
 /** Text ↔ token ids through a Hugging Face tokenizer.json, with incremental decoding for streams. */
 import { Tokenizer } from '@huggingface/tokenizers';
+import { EngineError } from './errors.ts';
 import type { ModelFiles } from './model-dir.ts';
 
 export class TextTokenizer {
   private readonly tokenizer: Tokenizer;
 
-  constructor(model: Pick<ModelFiles, 'tokenizerJson' | 'tokenizerConfig'>) {
-    this.tokenizer = new Tokenizer(model.tokenizerJson as never, model.tokenizerConfig as never);
+  /** UTF-8 bytes of the longest token, so a prompt of n bytes has at least n / maxTokenBytes tokens. */
+  readonly maxTokenBytes: number;
+
+  constructor(model: Pick<ModelFiles, 'tokenizerJson' | 'tokenizerConfig'> & { dir?: string }) {
+    try {
+      this.tokenizer = new Tokenizer(model.tokenizerJson as never, model.tokenizerConfig as never);
+      let longest = 1;
+      for (const token of this.tokenizer.get_vocab(true).keys()) longest = Math.max(longest, Buffer.byteLength(token));
+      this.maxTokenBytes = longest;
+    } catch (cause) {
+      throw new EngineError('model_load_failed', `invalid tokenizer.json or tokenizer_config.json in ${model.dir ?? 'the model folder'}: ${(cause as Error).message}`, { cause });
+    }
   }
 
   encode(text: string): number[] {

@@ -1,7 +1,7 @@
 import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Engine } from '../../engine/engine.ts';
 import { z } from 'zod';
 import { renderPrompt } from '../../agents/prompt.ts';
@@ -135,6 +135,17 @@ describe('Engine constrained decoding', () => {
     expect(schema.safeParse(JSON.parse(result.text)).success).toBe(true);
   });
 
+  it('rejects stop strings with a constraint', async () => {
+    await expect(engine.generate({ prompt: prompts[0]!, stop: [','], responseSchema: turnSchemaFor('user_agent') })).rejects.toMatchObject({ code: 'invalid_request' });
+  });
+
+  it('rejects a huge prompt before encoding it', async () => {
+    const encode = vi.spyOn(engine.tokenizer, 'encode');
+    await expect(engine.generate({ prompt: '外卖'.repeat(400_000), maxNewTokens: 1 })).rejects.toMatchObject({ code: 'context_overflow' });
+    expect(encode).not.toHaveBeenCalled();
+    encode.mockRestore();
+  });
+
   it('rejects a schema the grammar cannot express', async () => {
     await expect(engine.generate({ prompt: prompts[0]!, responseSchema: z.object({ mail: z.email() }) })).rejects.toMatchObject({ code: 'invalid_request' });
   });
@@ -239,6 +250,21 @@ describe('Engine.load', () => {
     graph[digit] = graph[digit] === 0x30 ? 0x31 : 0x30;
     writeFileSync(join(broken, 'onnx', 'model.step.onnx'), graph);
     await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('other weights') });
+  });
+
+  it.each([
+    ['maxBatchSize 0', { maxBatchSize: 0 }],
+    ['maxQueuedRequests NaN', { maxQueuedRequests: Number.NaN }],
+    ['negative sinkTokens', { sparseAttention: { sinkTokens: -32 } }],
+    ['NaN windowTokens', { sparseAttention: { windowTokens: Number.NaN } }],
+  ])('rejects engine options with %s', async (_name, options) => {
+    await expect(Engine.load({ modelDir: defaultModelDir, ...options })).rejects.toMatchObject({ code: 'invalid_request' });
+  });
+
+  it('closes twice without error', async () => {
+    const closing = await Engine.load({ modelDir: defaultModelDir });
+    await closing.close();
+    await expect(closing.close()).resolves.toBeUndefined();
   });
 
   it('rejects a missing folder', async () => {

@@ -100,6 +100,53 @@ describe('Engine scheduling', () => {
   });
 });
 
+describe('Engine isolation', () => {
+  it('fails only the request whose callback throws', async () => {
+    let pieces = 0;
+    const innocent = Array.from({ length: 3 }, () => engine.generate({ prompt: shortPrompt, maxNewTokens: 40 }));
+    const faulty = engine.generate({
+      prompt: shortPrompt,
+      maxNewTokens: 40,
+      onText: () => {
+        if (++pieces === 3) throw new Error('consumer bug');
+      },
+    });
+    await expect(faulty).rejects.toMatchObject({ code: 'request_failed' });
+    for (const result of await Promise.all(innocent)) expect(result.completionTokens).toBe(40);
+  });
+
+  it('starts a live prompt before a long simulation prompt finishes prefilling', async () => {
+    events.length = 0;
+    const simulation = engine.generate({ prompt: longPrompt(300), maxNewTokens: 4, priority: 'simulation' }).then(() => events.push('simulation done'));
+    while (!events.includes('prefill:1')) await new Promise((resolve) => setTimeout(resolve, 1));
+    const live = await engine.generate({ prompt: shortPrompt, maxNewTokens: 4, priority: 'live' });
+    events.push('live done');
+    await simulation;
+    expect(live.completionTokens).toBe(4);
+    expect(events.indexOf('live done')).toBeLessThan(events.indexOf('simulation done'));
+  });
+
+  it('gives a long prompt the same text alone and beside others', { timeout: 60_000 }, async () => {
+    const fp32 = await Engine.load({ modelDir: defaultModelDir, graph: 'model.step.onnx', maxContextTokens: 8192 });
+    try {
+      const prompt = longPrompt(90);
+      const alone = await fp32.generate({ prompt, maxNewTokens: 100 });
+      const together = await Promise.all([fp32.generate({ prompt, maxNewTokens: 100 }), fp32.generate({ prompt: longPrompt(120), maxNewTokens: 60 }), fp32.generate({ prompt: shortPrompt, maxNewTokens: 30 })]);
+      expect(together[0]!.text).toBe(alone.text);
+    } finally {
+      await fp32.close();
+    }
+  });
+
+  it('streams no text past a stop string', async () => {
+    let streamed = '';
+    const result = await engine.generate({ prompt: shortPrompt, maxNewTokens: 60, stop: ['calm'], onText: (delta) => (streamed += delta) });
+    expect(result.finishReason).toBe('stop');
+    expect(streamed).toBe(result.text);
+    expect(streamed).not.toContain('calm');
+  });
+});
+
 describe('Engine KV budget', () => {
   it('rejects a request larger than the budget and queues one that must wait', async () => {
     const tokens = engine.tokenizer.encode(shortPrompt).length + 40;
