@@ -1,11 +1,12 @@
 /**
  * The running decode batch: one slot buffer per layer for keys and one for values, laid out
  * [rows, kvHeads, slots, headDim], plus the additive attention bias [rows, 1, slots + 1]. Each
- * row contains its sequence's view in slots 0..fill-1; a decode step's new token goes into slot
- * `fill` in place. A row joins by filling the next free row and leaves by moving the last row
- * into its place, so neither touches the other rows. The whole buffer is laid out again only
- * when a row runs out of slots or a view must change (a dense context growing past the trained
- * positions); `slots` leaves room for `headroom` tokens, so that happens every few dozen steps.
+ * row contains its sequence's view in slots 0..fill-1, and a decode step's new token goes into
+ * slot `fill` in place. A row joins by filling the next free row and leaves by moving the last
+ * row into its place, so neither touches the other rows. A row whose view changes (its sparse
+ * pages are chosen again, or its dense context outgrows the trained positions) is rewritten
+ * alone. The whole buffer is laid out again only when a row runs out of slots, and `slots`
+ * leaves room for `headroom` tokens, so that happens every few dozen steps.
  */
 import { viewLength, type LayerView, type SequenceCache } from './kv-cache.ts';
 import type { ModelShape } from './rotary.ts';
