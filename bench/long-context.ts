@@ -9,10 +9,9 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
-import type { Facts } from '../agents/prompt.ts';
 import { Engine } from '../engine/engine.ts';
 import type { SparseAttentionOptions } from '../engine/sparse.ts';
-import { longDialoguePrompt } from './long-dialogue.ts';
+import { factCases, longDialoguePrompt } from './long-dialogue.ts';
 
 const program = new Command()
   .option('--model-dir <dir>', 'model folder', 'models/sanfang-moe-v0')
@@ -23,15 +22,7 @@ const cli = program.opts<{ modelDir: string; contexts: string; threads: string }
 const contexts = cli.contexts.split(',').map(Number);
 if (contexts.some((n) => !Number.isInteger(n) || n < 256)) throw new Error(`invalid --contexts ${cli.contexts}: expected integers of at least 256`);
 
-/** Facts whose correct turns differ: a coupon due (issue_coupon), not due, or already issued. */
-const cases: Facts[] = [
-  { order: 'delivering', eta: 12, late: 20, comp: 'due' },
-  { order: 'delivering', eta: 25, late: 35, comp: 'due' },
-  { order: 'delivering', eta: 8, late: 0, comp: 'no' },
-  { order: 'delivering', eta: 5, late: 3, comp: 'no' },
-  { order: 'delivering', eta: 15, late: 30, comp: 'issued' },
-  { order: 'delivering', eta: 9, late: 18, comp: 'issued' },
-];
+const cases = factCases;
 
 /**
  * The default model was trained on prompts of at most 8 transcript lines (~200 tokens) and

@@ -20,6 +20,16 @@ const agentLines = ['您好，我正在帮您查询，请稍候。', '理解您�
 
 export const finalCustomerLine = '到底还要多久？';
 
+/** Facts whose correct turns differ: a coupon due (issue_coupon), not due, or already issued. */
+export const factCases: Facts[] = [
+  { order: 'delivering', eta: 12, late: 20, comp: 'due' },
+  { order: 'delivering', eta: 25, late: 35, comp: 'due' },
+  { order: 'delivering', eta: 8, late: 0, comp: 'no' },
+  { order: 'delivering', eta: 5, late: 3, comp: 'no' },
+  { order: 'delivering', eta: 15, late: 30, comp: 'issued' },
+  { order: 'delivering', eta: 9, late: 18, comp: 'issued' },
+];
+
 export interface LongPrompt {
   prompt: string;
   tokens: number;

@@ -12,7 +12,9 @@
  * the context length. Every sequence's cache counts against a byte budget.
  */
 import { z } from 'zod';
-import { jsonSchemaConstraint, tokenVocabulary, type TokenVocabulary } from './constrained/index.ts';
+import { jsonSchemaConstraint, tokenVocabulary, type ConstraintFactory, type TokenConstraint, type TokenVocabulary } from './constrained/index.ts';
+
+export type { ConstraintFactory, TokenConstraint } from './constrained/index.ts';
 import { DecodeBatch, headroom, type BatchRow } from './decode-batch.ts';
 import { EngineError, EngineOverloaded } from './errors.ts';
 import { bytesPerToken, pageTokens, SequenceCache, type LayerView } from './kv-cache.ts';
@@ -32,19 +34,6 @@ export const generateRequestSchema = z.object({
   /** Milliseconds from submission after which the request fails with `deadline_exceeded`. */
   deadlineMs: z.number().int().positive().max(3_600_000).optional(),
 });
-
-/** A token-level grammar for one request; see engine/constrained/. */
-export interface TokenConstraint {
-  /** Writes -Infinity into the logits of every token not allowed now. */
-  maskLogits(logits: Float32Array): void;
-  accept(tokenId: number): void;
-  /** True when the constrained value is complete. */
-  isComplete(): boolean;
-}
-
-export interface ConstraintFactory {
-  create(): TokenConstraint;
-}
 
 export type GenerateRequest = z.input<typeof generateRequestSchema> & {
   signal?: AbortSignal;

@@ -4,6 +4,7 @@ import { ConstraintError } from '../../engine/constrained/errors.ts';
 import { grammarFromZod } from '../../engine/constrained/from-zod.ts';
 import type { GrammarNode } from '../../engine/constrained/grammar.ts';
 import { acceptsAnyByte, advanceBytes, canEnd, initialState } from '../../engine/constrained/matcher.ts';
+import { createRandom } from '../../engine/sampler.ts';
 
 const utf8 = new TextEncoder();
 
@@ -16,17 +17,6 @@ function accepts(grammar: GrammarNode, text: string | Uint8Array): boolean {
 function acceptsPrefix(grammar: GrammarNode, text: string | Uint8Array): boolean {
   const bytes = typeof text === 'string' ? utf8.encode(text) : text;
   return advanceBytes(initialState(grammar), bytes).length > 0;
-}
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('byte matcher strings', () => {
@@ -210,7 +200,7 @@ describe('byte matcher soundness', () => {
   });
 
   it('accepts only mutated texts that the schema accepts', () => {
-    const random = seededRandom(7);
+    const random = createRandom(7);
     const alphabet = utf8.encode('{}[]",:\\0123456789-.nultrue好😀x ');
     let accepted = 0;
     for (let round = 0; round < 3000; round++) {

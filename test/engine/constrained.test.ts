@@ -10,6 +10,7 @@ import { advanceBytes, initialState } from '../../engine/constrained/matcher.ts'
 import { TokenMasker } from '../../engine/constrained/token-mask.ts';
 import { TextTokenizer } from '../../engine/tokenizer.ts';
 import { defaultModelDir } from '../support/model.ts';
+import { createRandom } from '../../engine/sampler.ts';
 
 let tokenizer: TextTokenizer;
 let vocabulary: TokenVocabulary;
@@ -21,17 +22,6 @@ beforeAll(() => {
   vocabulary = tokenVocabulary(tokenizer);
   endId = vocabulary.specialTokens.get('<|end|>')!;
 });
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Returns the ids whose logits survive masking, leaving the constraint's state unchanged. */
 function allowedIds(constraint: TokenConstraint): number[] {
@@ -119,7 +109,7 @@ describe('turn constraint', () => {
 
   it('completes random walks with valid turns', () => {
     const factory = jsonSchemaConstraint(turnSchema, vocabulary, { endTokenIds: [endId] });
-    const random = seededRandom(20240611);
+    const random = createRandom(20240611);
     const walks = 60;
     const maxSteps = 400;
     let completed = 0;
@@ -151,7 +141,7 @@ describe('turn constraint', () => {
   it('limits actions to a role through a narrowed schema', () => {
     const simCustomerTurn = turnSchema.extend({ action: z.enum(actionsByRole.sim_customer as [Action, ...Action[]]) });
     const factory = jsonSchemaConstraint(simCustomerTurn, vocabulary, { endTokenIds: [endId] });
-    const random = seededRandom(99);
+    const random = createRandom(99);
     for (let walk = 0; walk < 10; walk++) {
       const constraint = factory.create();
       const ids: number[] = [];
@@ -227,7 +217,7 @@ describe('logit masking', () => {
     const constraint = jsonSchemaConstraint(turnSchema, vocabulary, { endTokenIds: [endId] }).create();
     for (const id of tokenizer.encode('{"intent":"chat","emotion":"calm","entities":{},"action":"say","reply":"你')) constraint.accept(id);
 
-    const random = seededRandom(5);
+    const random = createRandom(5);
     const logits = Float32Array.from({ length: vocabulary.size }, () => random() * 20 - 10);
     const original = logits.slice();
     const allowed = new Set(allowedIds(constraint));
@@ -251,7 +241,7 @@ describe('logit masking', () => {
   it('reuses cached masks across 16 interleaved sequences', () => {
     const schema = turnSchema.extend({});
     const factory = jsonSchemaConstraint(schema, vocabulary, { endTokenIds: [endId] });
-    const random = seededRandom(16);
+    const random = createRandom(16);
     const sequences = Array.from({ length: 16 }, () => factory.create());
     const logits = new Float32Array(vocabulary.size);
     const stepMs: number[] = [];
@@ -285,7 +275,7 @@ describe('logit masking', () => {
       turnSchema,
       z.object({ name: z.string().min(2).max(14), scores: z.array(z.int().min(-20).max(300)).max(13), ratio: z.number(), flag: z.boolean().nullable() }),
     ];
-    const random = seededRandom(77);
+    const random = createRandom(77);
     for (const schema of schemas) {
       const grammar = grammarFromZod(schema);
       const cached = new TokenMasker(grammar, vocabulary, [endId], 4096);

@@ -1,19 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import type { Facts } from '../../agents/prompt.ts';
 import { Engine } from '../../engine/engine.ts';
 import type { SparseAttentionOptions } from '../../engine/sparse.ts';
-import { longDialoguePrompt } from '../../bench/long-dialogue.ts';
+import { factCases, longDialoguePrompt } from '../../bench/long-dialogue.ts';
 import { defaultModelDir } from '../support/model.ts';
 
 /** Facts stated once, at the start; only the first two make a coupon due. */
-const cases: Facts[] = [
-  { order: 'delivering', eta: 12, late: 20, comp: 'due' },
-  { order: 'delivering', eta: 25, late: 35, comp: 'due' },
-  { order: 'delivering', eta: 8, late: 0, comp: 'no' },
-  { order: 'delivering', eta: 5, late: 3, comp: 'no' },
-  { order: 'delivering', eta: 15, late: 30, comp: 'issued' },
-  { order: 'delivering', eta: 9, late: 18, comp: 'issued' },
-];
+const cases = factCases;
 
 const action = (text: string): string | undefined => {
   try {
