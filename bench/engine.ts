@@ -255,13 +255,23 @@ console.log(`machine: ${machine}; load average ${loadBefore.map((l) => l.toFixed
 const maxConcurrent = Math.max(...options.levels, options.peerConcurrency);
 // Without the end token every request decodes exactly options.newTokens tokens, so all requests of a level cost the same.
 let decodeSteps: number[] = [];
+/** Milliseconds spent in engine calls by kind, and decode calls, since the last reset. */
+let callTime = { prefill: 0, decode: 0, decodeCalls: 0 };
 const engine = await Engine.load({
   modelDir: options.modelDir,
   maxBatchSize: maxConcurrent,
   intraOpThreads: options.threads,
   stopAtEndToken: options.stopAtEnd,
   graph: options.graph,
-  observer: { step: (kind, _rows, _tokens, ms) => kind === 'decode' && decodeSteps.push(ms) },
+  observer: {
+    step: (kind, _rows, _tokens, ms) => {
+      callTime[kind] += ms;
+      if (kind === 'decode') {
+        callTime.decodeCalls++;
+        decodeSteps.push(ms);
+      }
+    },
+  },
 });
 const graphName = basename(engine.graphPath);
 console.log(`graph: ${graphName}`);
@@ -291,9 +301,16 @@ for (const level of options.levels) {
   const batchedRates: number[] = [];
   const serialRates: number[] = [];
   let sameOutputs = 0;
+  const split = { batched: [] as string[], oneAtATime: [] as string[] };
+  const describe = (wallSeconds: number) =>
+    `prefill ${Math.round(callTime.prefill)} ms, ${callTime.decodeCalls} decode calls ${Math.round(callTime.decode)} ms, other ${Math.round(wallSeconds * 1000 - callTime.prefill - callTime.decode)} ms`;
   for (let repeat = 0; repeat < options.repeats; repeat++) {
+    callTime = { prefill: 0, decode: 0, decodeCalls: 0 };
     const batched = await concurrently(engine, levelPrompts);
+    split.batched.push(describe(batched.seconds));
+    callTime = { prefill: 0, decode: 0, decodeCalls: 0 };
     const serial = await oneAtATime(engine, levelPrompts);
+    split.oneAtATime.push(describe(serial.seconds));
     batchedRates.push(tokensPerSecond(batched));
     serialRates.push(tokensPerSecond(serial));
     if (repeat === 0) sameOutputs = batched.results.filter((result, i) => result.text === serial.results[i]!.text).length;
@@ -306,9 +323,11 @@ for (const level of options.levels) {
     ratio: ratio(median(batchedRates), median(serialRates)),
     batchedTextEqualsOneAtATime: `${sameOutputs}/${level}`,
     repeats: { batched: batchedRates.map((r) => round(r)), oneAtATime: serialRates.map((r) => round(r)) },
+    timeSplit: split,
   };
   levels.push(row);
   console.log(`  ${level} concurrent: ${row.batchedTokensPerSecond} tokens/s vs ${row.oneAtATimeTokensPerSecond} one at a time (${row.ratio}x)`);
+  console.log(`    batched: ${split.batched[0]}; one at a time: ${split.oneAtATime[0]}`);
 }
 const endTokenStops = {
   requests: completionTokens.length,
@@ -393,39 +412,55 @@ if (peerAtComparison.status === 'measured') {
 
 // Decode step cost against context length, one request at a time: the median time of the
 // engine's decode steps while the request decodes, and the KV bytes it holds.
-async function decodeCost(targetTokens: number) {
-  const { prompt, tokens } = longDialoguePrompt(engine.tokenizer, { order: 'delivering', eta: 12, late: 20, comp: 'due' }, targetTokens);
-  const stepMs: number[] = [];
-  let kvBytes = 0;
-  let attendedTokens = 0;
-  const rssBefore = process.memoryUsage().rss;
-  let rssPeak = rssBefore;
-  for (let repeat = 0; repeat < options.repeats; repeat++) {
-    decodeSteps = [];
-    await engine.generate({
-      prompt,
-      maxNewTokens: options.newTokens,
-      onText: () => {
-        const [sequence] = engine.sequences();
-        if (sequence) ({ kvBytes, attendedTokens } = sequence);
-        rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
-      },
-    });
-    // The first step after prefill lays the batch out; the rest append in place.
-    stepMs.push(...decodeSteps.slice(1));
-  }
-  return {
-    promptTokens: tokens,
-    attendedTokens,
-    kvBytes,
-    rssGrowthBytes: rssPeak - rssBefore,
-    msPerStep: round(median(stepMs), 3),
-    p95MsPerStep: round(percentile(stepMs, 0.95), 3),
-  };
+interface ContextRun {
+  prompt: string;
+  promptTokens: number;
+  stepMs: number[];
+  kvBytes: number;
+  attendedTokens: number;
+  rssGrowthBytes: number;
 }
 
-const short = await decodeCost(options.shortContext);
-const long = await decodeCost(options.longContext);
+/** Decodes one request and records its decode steps; memory is sampled every 16 tokens. */
+async function decodeRun(run: ContextRun): Promise<void> {
+  const rssBefore = process.memoryUsage().rss;
+  let tokens = 0;
+  decodeSteps = [];
+  await engine.generate({
+    prompt: run.prompt,
+    maxNewTokens: options.newTokens,
+    onText: () => {
+      if (tokens++ % 16 !== 8) return;
+      const [sequence] = engine.sequences();
+      if (sequence) ({ kvBytes: run.kvBytes, attendedTokens: run.attendedTokens } = sequence);
+      run.rssGrowthBytes = Math.max(run.rssGrowthBytes, process.memoryUsage().rss - rssBefore);
+    },
+  });
+  // The first step after prefill writes the new row; the rest append in place.
+  run.stepMs.push(...decodeSteps.slice(1));
+}
+
+const contextRun = (targetTokens: number): ContextRun => {
+  const { prompt, tokens } = longDialoguePrompt(engine.tokenizer, { order: 'delivering', eta: 12, late: 20, comp: 'due' }, targetTokens);
+  return { prompt, promptTokens: tokens, stepMs: [], kvBytes: 0, attendedTokens: 0, rssGrowthBytes: 0 };
+};
+const shortRun = contextRun(options.shortContext);
+const longRun = contextRun(options.longContext);
+// Alternating the two lengths exposes both to the same background load.
+for (let repeat = 0; repeat < options.repeats * 2; repeat++) {
+  await decodeRun(shortRun);
+  await decodeRun(longRun);
+}
+const summary = (run: ContextRun) => ({
+  promptTokens: run.promptTokens,
+  attendedTokens: run.attendedTokens,
+  kvBytes: run.kvBytes,
+  rssGrowthBytes: run.rssGrowthBytes,
+  msPerStep: round(median(run.stepMs), 3),
+  p95MsPerStep: round(percentile(run.stepMs, 0.95), 3),
+});
+const short = summary(shortRun);
+const long = summary(longRun);
 const contextCost = { short, long, ratio: ratio(long.msPerStep, short.msPerStep) };
 console.log(`  decode step at ${short.promptTokens} tokens: ${short.msPerStep} ms; at ${long.promptTokens} tokens: ${long.msPerStep} ms (${contextCost.ratio}x)`);
 
