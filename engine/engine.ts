@@ -530,7 +530,8 @@ export class Engine implements TextGenerator {
    * of a long one. Live requests come first within each kind.
    */
   private async prefillStep(): Promise<void> {
-    const byPriority = [...this.prefilling].sort((a, b) => (a.priority === b.priority ? 0 : a.priority === 'live' ? -1 : 1));
+    const rank = (s: Sequence) => (s.priority === 'live' ? 0 : 1);
+    const byPriority = [...this.prefilling].sort((a, b) => rank(a) - rank(b));
     const isShort = (s: Sequence) => s.cache.length === 0 && s.promptIds.length <= this.chunkTokens;
     const short = byPriority.filter(isShort);
     const long = byPriority.find((s) => !isShort(s));
