@@ -76,7 +76,7 @@ export function readModelDir(dir: string): ModelFiles {
   return {
     dir,
     onnxPath,
-    stepGraphs: findStepGraphs(dir, onnxPath),
+    stepGraphs: findStepGraphs(dir),
     tokenizerJson,
     tokenizerConfig,
     numLayers: config.num_hidden_layers,
@@ -95,26 +95,35 @@ export function readModelDir(dir: string): ModelFiles {
 /** Step graph file names the engine looks for, most preferred first. */
 export const stepGraphNames = ['model.step.q8.onnx', 'model.step.onnx', 'model.step.q4.onnx'] as const;
 
-/**
- * Finds the step graphs present in onnx/. Each records the sha256 of the model.onnx it was made
- * from (`sanfang.weights_sha256`; model.step.onnx even reads its weights from that file by byte
- * offset), and a graph made from other weights fails the load.
- */
-function findStepGraphs(dir: string, onnxPath: string): Map<string, string> {
+/** Finds the step graph files present in onnx/, by name, in order of preference. */
+function findStepGraphs(dir: string): Map<string, string> {
   const graphs = new Map<string, string>();
-  let actual: string | undefined;
   for (const name of stepGraphNames) {
     const stepPath = join(dir, 'onnx', name);
-    if (!existsSync(stepPath)) continue;
-    const graph = readFileSync(stepPath);
-    const keyAt = graph.indexOf('sanfang.weights_sha256');
-    const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
-    if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
-    actual ??= createHash('sha256').update(readFileSync(onnxPath)).digest('hex');
-    if (actual !== recorded) {
-      throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
-    }
-    graphs.set(name, stepPath);
+    if (existsSync(stepPath)) graphs.set(name, stepPath);
   }
   return graphs;
+}
+
+/**
+ * Checks that a step graph was made from this folder's model.onnx: each records the sha256 of
+ * the model.onnx it came from (`sanfang.weights_sha256`), and model.step.onnx even reads its
+ * weights from that file by byte offset.
+ */
+export function checkStepGraph(model: ModelFiles, stepPath: string): void {
+  let graph: Buffer;
+  let weights: Buffer;
+  try {
+    graph = readFileSync(stepPath);
+    weights = readFileSync(model.onnxPath);
+  } catch (cause) {
+    throw new EngineError('model_load_failed', `cannot read ${stepPath} or ${model.onnxPath}: ${(cause as Error).message}`, { cause });
+  }
+  const keyAt = graph.indexOf('sanfang.weights_sha256');
+  const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
+  if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
+  const actual = createHash('sha256').update(weights).digest('hex');
+  if (actual !== recorded) {
+    throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${model.onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
+  }
 }

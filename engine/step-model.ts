@@ -13,7 +13,7 @@
 import * as ort from 'onnxruntime-node';
 import { basename } from 'node:path';
 import { EngineError } from './errors.ts';
-import type { ModelFiles } from './model-dir.ts';
+import { checkStepGraph, type ModelFiles } from './model-dir.ts';
 
 /** Added to the attention score of a key a query may not see. */
 export const maskedBias = -1e9;
@@ -81,17 +81,49 @@ async function createSession(path: string, options: StepModelOptions): Promise<o
 
 export async function loadStepModel(model: ModelFiles, options: StepModelOptions): Promise<StepModel> {
   const path = options.graph === 'auto' ? ([...model.stepGraphs.values()][0] ?? model.onnxPath) : graphPath(model, options.graph);
+  if (path !== model.onnxPath) checkStepGraph(model, path);
   const session = await createSession(path, options);
-  if (session.inputNames.includes('attention_bias')) {
-    const missing = ['input_ids', 'position_ids', 'past_key.0'].filter((name) => !session.inputNames.includes(name));
-    if (missing.length === 0) return new StepGraph(session, model, path);
+  const step = session.inputNames.includes('attention_bias');
+  const expected = step ? ['input_ids', 'position_ids', 'past_key.0'] : ['input_ids', 'attention_mask', 'past_key_values.0.key'];
+  const missing = expected.filter((name) => !session.inputNames.includes(name));
+  if (missing.length > 0) {
     await session.release();
-    throw new EngineError('model_load_failed', `${path} lacks step graph inputs ${missing.join(', ')}`);
+    throw new EngineError('model_load_failed', `${path} lacks ${step ? 'step graph' : 'decoder'} inputs ${missing.join(', ')}; expected the standard decoder layout or a step graph`);
   }
-  const missing = ['input_ids', 'attention_mask', 'past_key_values.0.key'].filter((name) => !session.inputNames.includes(name));
-  if (missing.length === 0) return new StandardGraph(session, model, path);
-  await session.release();
-  throw new EngineError('model_load_failed', `${path} lacks decoder inputs ${missing.join(', ')}; expected the standard decoder layout or a step graph`);
+  const stepModel = step ? new StepGraph(session, model, path) : new StandardGraph(session, model, path);
+  try {
+    await checkShapes(stepModel, model, session);
+  } catch (error) {
+    await session.release();
+    throw error;
+  }
+  return stepModel;
+}
+
+/** Runs one token through the graph and checks its outputs against config.json's sizes. */
+async function checkShapes(stepModel: StepModel, model: ModelFiles, session: ort.InferenceSession): Promise<void> {
+  const mismatch = (detail: string) =>
+    new EngineError('model_load_failed', `${model.dir}/config.json does not match ${stepModel.path}: ${detail}; fix config.json or re-export the graph`);
+  const layerOutputs = session.outputNames.filter((name) => /^(new_key|present)\.\d+(\.key)?$/.test(name)).length;
+  if (layerOutputs !== model.numLayers) throw mismatch(`num_hidden_layers is ${model.numLayers}, the graph has ${layerOutputs} layers`);
+  const empty = Array.from({ length: model.numLayers }, () => new Float32Array(0));
+  let result: StepResult;
+  try {
+    result = await stepModel.run({ batch: 1, seq: 1, past: 0, inputIds: new BigInt64Array(1), positionIds: new BigInt64Array(1), bias: new Float32Array(1), pastKeys: empty, pastValues: empty });
+  } catch (cause) {
+    throw mismatch(`a one-token call failed (${(cause as Error).message})`);
+  }
+  if (result.logits.length !== model.vocabSize) throw mismatch(`vocab_size is ${model.vocabSize}, the graph returns ${result.logits.length} logits`);
+  const keyFloats = result.newKeys[0]?.length ?? 0;
+  if (keyFloats !== model.numKvHeads * model.headDim) {
+    throw mismatch(`num_key_value_heads × head_dim is ${model.numKvHeads * model.headDim}, the graph returns ${keyFloats} key values per token`);
+  }
+  if (result.lastQueries && result.lastQueries[0]!.length !== model.numHeads * model.headDim) {
+    throw mismatch(`num_attention_heads × head_dim is ${model.numHeads * model.headDim}, the graph returns ${result.lastQueries[0]!.length} query values`);
+  }
+  if (result.expertCounts && result.expertCounts.length !== model.numLayers * model.numExperts) {
+    throw mismatch(`the graph counts ${result.expertCounts.length} layer-expert pairs, config.json gives ${model.numLayers * model.numExperts}`);
+  }
 }
 
 function graphPath(model: ModelFiles, name: string): string {
@@ -204,6 +236,9 @@ class StandardGraph implements StepModel {
     const results = await runSession(this.session, feeds, call);
 
     const allLogits = results.logits!.data as Float32Array;
+    if (allLogits.length !== batch * seq * vocabSize) {
+      throw new EngineError('inference_failed', `the graph returned ${allLogits.length / (batch * seq)} logits per position, config.json gives vocab_size ${vocabSize}`);
+    }
     const logits = new Float32Array(batch * vocabSize);
     for (let row = 0; row < batch; row++) {
       const from = (row * seq + seq - 1) * vocabSize;

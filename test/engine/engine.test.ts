@@ -238,7 +238,7 @@ describe('Engine.load', () => {
     const broken = join(dir, 'step');
     cpSync(defaultModelDir, broken, { recursive: true });
     writeFileSync(join(broken, 'onnx', 'model.step.onnx'), 'not a model');
-    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.onnx') });
+    await expect(Engine.load({ modelDir: broken, graph: 'model.step.onnx' })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.onnx') });
   });
 
   it('rejects a step graph exported from other weights', async () => {
@@ -249,7 +249,7 @@ describe('Engine.load', () => {
     const digit = graph.indexOf(Buffer.from(/[0-9a-f]{64}/.exec(graph.subarray(at, at + 200).toString('latin1'))![0]));
     graph[digit] = graph[digit] === 0x30 ? 0x31 : 0x30;
     writeFileSync(join(broken, 'onnx', 'model.step.onnx'), graph);
-    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('other weights') });
+    await expect(Engine.load({ modelDir: broken, graph: 'model.step.onnx' })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('other weights') });
   });
 
   it.each([
@@ -265,6 +265,27 @@ describe('Engine.load', () => {
     const closing = await Engine.load({ modelDir: defaultModelDir });
     await closing.close();
     await expect(closing.close()).resolves.toBeUndefined();
+  });
+
+  it.each([
+    ['vocab_size', 2000, 'model.step.onnx'],
+    ['vocab_size', 2000, 'model.onnx'],
+    ['num_hidden_layers', 5, 'model.step.onnx'],
+    ['num_key_value_heads', 4, 'model.step.q8.onnx'],
+  ])('rejects a config.json whose %s (%i) does not match %s', async (key, value, graph) => {
+    const broken = join(dir, `config-${key}-${graph}`);
+    cpSync(defaultModelDir, broken, { recursive: true });
+    const config = JSON.parse(readFileSync(join(broken, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(broken, 'config.json'), JSON.stringify({ ...config, [key]: value }));
+    await expect(Engine.load({ modelDir: broken, graph })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('config.json does not match') });
+  });
+
+  it('loads model.onnx past a broken step graph it was not asked for', async () => {
+    const broken = join(dir, 'unused-step');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    writeFileSync(join(broken, 'onnx', 'model.step.q8.onnx'), 'not a model');
+    const standard = await Engine.load({ modelDir: broken, graph: 'model.onnx' });
+    await standard.close();
   });
 
   it('rejects a missing folder', async () => {
