@@ -38,7 +38,7 @@ export function createMetrics(engineStats?: () => EngineStats | undefined): Metr
       ['running', 'Requests in the running batch'],
       ['completed', 'Requests completed since start'],
       ['aborted', 'Requests aborted since start'],
-      ['rejected', 'Requests rejected because the queue was full or the KV budget too small, since start'],
+      ['rejected', 'Requests rejected since start: queue full, context too long or KV budget too small'],
       ['deadlineExceeded', 'Requests that failed their deadline, since start'],
       ['decodeSteps', 'Batched decode steps since start'],
       ['prefillCalls', 'Prefill calls since start, each for one or more prompts'],
