@@ -37,6 +37,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Tokenizer } from '@huggingface/tokenizers';
 import ort from 'onnxruntime-node';
+import { concatLength } from './kv-tensors.mjs';
 
 const { values: options, positionals } = parseArgs({
   allowPositionals: true,
@@ -148,19 +149,6 @@ function causalBias(batch, seq, past) {
 function emptyCache(batch) {
   const empty = () => new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]);
   return Array.from({ length: layers }, () => ({ key: empty(), value: empty() }));
-}
-
-/** Concatenates two [batch, kv_heads, length, head_dim] tensors along the length axis. */
-function concatLength(left, right) {
-  const [batch, heads, leftLength, dim] = left.dims;
-  const rightLength = right.dims[2];
-  const total = leftLength + rightLength;
-  const data = new Float32Array(batch * heads * total * dim);
-  for (let plane = 0; plane < batch * heads; plane++) {
-    data.set(left.data.subarray(plane * leftLength * dim, (plane + 1) * leftLength * dim), plane * total * dim);
-    data.set(right.data.subarray(plane * rightLength * dim, (plane + 1) * rightLength * dim), (plane * total + leftLength) * dim);
-  }
-  return new ort.Tensor('float32', data, [batch, heads, total, dim]);
 }
 
 function appendCache(cache, outputs) {

@@ -33,6 +33,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Tokenizer } from '@huggingface/tokenizers';
 import ort from 'onnxruntime-node';
+import { concatLength } from './kv-tensors.mjs';
 import { graphNodes } from './onnx-graph-nodes.mjs';
 
 const { values: options, positionals } = parseArgs({
@@ -107,19 +108,6 @@ function emptyCache(batch) {
     key: new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]),
     value: new ort.Tensor('float32', new Float32Array(0), [batch, kvHeads, 0, headDim]),
   }));
-}
-
-/** Concatenates two [batch, kv_heads, length, head_dim] tensors along the length axis. */
-function concatLength(left, right) {
-  const [batch, heads, leftLength, dim] = left.dims;
-  const rightLength = right.dims[2];
-  const total = leftLength + rightLength;
-  const data = new Float32Array(batch * heads * total * dim);
-  for (let plane = 0; plane < batch * heads; plane++) {
-    data.set(left.data.subarray(plane * leftLength * dim, (plane + 1) * leftLength * dim), plane * total * dim);
-    data.set(right.data.subarray(plane * rightLength * dim, (plane + 1) * rightLength * dim), (plane * total + leftLength) * dim);
-  }
-  return new ort.Tensor('float32', data, [batch, heads, total, dim]);
 }
 
 /** Returns positions [start, end) of one row of a [batch, kv_heads, length, head_dim] tensor as [1, kv_heads, end - start, head_dim]. */
