@@ -50,14 +50,7 @@ export class DecodeBatch<Row extends BatchRow> {
   join(row: Row): void {
     this.rows.push(row);
     this.fill.push(0);
-    if (this.stale) return;
-    const index = this.rows.length - 1;
-    const views = row.views(headroom);
-    if (viewLength(views[0]!) + 1 > this.slots) {
-      this.stale = true;
-      return;
-    }
-    this.writeRow(index, views);
+    if (!this.stale) this.placeRow(this.rows.length - 1);
   }
 
   leave(row: Row): void {
@@ -82,10 +75,7 @@ export class DecodeBatch<Row extends BatchRow> {
     if (!this.stale) {
       // A row whose views expired is rewritten alone when its new view fits the slots.
       this.rows.forEach((row, index) => {
-        if (this.stale || !row.viewsExpired()) return;
-        const views = row.views(headroom);
-        if (viewLength(views[0]!) + 1 <= this.slots) this.writeRow(index, views);
-        else this.stale = true;
+        if (!this.stale && row.viewsExpired()) this.placeRow(index);
       });
     }
     if (this.stale) this.layout();
@@ -118,6 +108,13 @@ export class DecodeBatch<Row extends BatchRow> {
       row.cache.append(newKeys, newValues, index, 1, 0, 1);
       if (slot + 1 >= this.slots) this.stale = true;
     });
+  }
+
+  /** Writes one row's views into its slots, or marks the batch stale when they do not fit. */
+  private placeRow(index: number): void {
+    const views = this.rows[index]!.views(headroom);
+    if (viewLength(views[0]!) + 1 <= this.slots) this.writeRow(index, views);
+    else this.stale = true;
   }
 
   private layout(): void {

@@ -13,17 +13,17 @@
  */
 import { z } from 'zod';
 import { jsonSchemaConstraint, tokenVocabulary, type ConstraintFactory, type TokenConstraint, type TokenVocabulary } from './constrained/index.ts';
-
-export type { ConstraintFactory, TokenConstraint } from './constrained/index.ts';
 import { DecodeBatch, headroom, type BatchRow } from './decode-batch.ts';
 import { EngineError, EngineOverloaded } from './errors.ts';
-import { bytesPerToken, pageTokens, SequenceCache, type LayerView } from './kv-cache.ts';
+import { bytesPerToken, pageTokens, SequenceCache, viewLength, type LayerView } from './kv-cache.ts';
 import { readModelDir, type ModelFiles } from './model-dir.ts';
 import type { ModelShape } from './rotary.ts';
 import { createRandom, sampleToken, samplingSchema, type Sampling } from './sampler.ts';
 import { attendedBudget, chooseViews, defaultSparseAttention, isDense, type SparseAttentionOptions } from './sparse.ts';
 import { loadStepModel, maskedBias, type ExecutionProvider, type StepModel, type StepResult } from './step-model.ts';
 import { StreamDecoder, TextTokenizer } from './tokenizer.ts';
+
+export type { ConstraintFactory, TokenConstraint } from './constrained/index.ts';
 
 export const generateRequestSchema = z.object({
   prompt: z.string().min(1),
@@ -165,6 +165,16 @@ interface Sequence extends BatchRow {
   cleanup: () => void;
 }
 
+/** Engine options with their defaults filled in. */
+interface Settings {
+  maxBatchSize: number;
+  maxQueuedRequests: number;
+  chunkTokens: number;
+  sparse: SparseAttentionOptions;
+  maxContextTokens: number;
+  kvBudgetBytes: number;
+}
+
 /** Upper bound on padded tokens (rows × longest prompt) of one grouped prefill call. */
 const maxGroupTokens = 2048;
 
@@ -191,6 +201,8 @@ export class Engine implements TextGenerator {
   private closed = false;
   private closing: Promise<void> | undefined;
   private nextId = 1;
+  /** The model's end tokens; `endIds` is empty when the end token does not stop requests. */
+  private readonly endTokenIds: number[];
   private readonly endIds: Set<number>;
   private readonly expertLoad: Float64Array;
   private vocabulary: TokenVocabulary | undefined;
@@ -209,22 +221,22 @@ export class Engine implements TextGenerator {
     readonly model: ModelFiles,
     readonly tokenizer: TextTokenizer,
     private readonly backend: StepModel,
+    settings: Settings,
     options: EngineOptions,
   ) {
     this.shape = { numLayers: model.numLayers, numHeads: model.numHeads, numKvHeads: model.numKvHeads, headDim: model.headDim, ropeTheta: model.ropeTheta };
-    this.maxBatchSize = options.maxBatchSize ?? 16;
-    this.maxQueuedRequests = options.maxQueuedRequests ?? 256;
-    this.chunkTokens = options.prefillChunkTokens ?? 256;
-    this.sparse = { ...defaultSparseAttention, ...options.sparseAttention };
-    this.maxContextTokens = options.maxContextTokens ?? 32_768;
-    this.kvBudgetBytes = options.kvBudgetBytes ?? 2 * 1024 ** 3;
+    this.maxBatchSize = settings.maxBatchSize;
+    this.maxQueuedRequests = settings.maxQueuedRequests;
+    this.chunkTokens = settings.chunkTokens;
+    this.sparse = settings.sparse;
+    this.maxContextTokens = settings.maxContextTokens;
+    this.kvBudgetBytes = settings.kvBudgetBytes;
     this.observer = options.observer ?? {};
     this.batch = new DecodeBatch<Sequence>(this.shape, this.maxBatchSize);
     this.expertLoad = new Float64Array(model.numLayers * backend.numExperts);
-    this.endIds = new Set(model.eosTokenIds);
     const endToken = tokenizer.tokenId('<|end|>');
-    if (endToken !== undefined) this.endIds.add(endToken);
-    if (options.stopAtEndToken === false) this.endIds.clear();
+    this.endTokenIds = [...new Set([...model.eosTokenIds, ...(endToken === undefined ? [] : [endToken])])];
+    this.endIds = new Set(options.stopAtEndToken === false ? [] : this.endTokenIds);
   }
 
   /** The graph file in use. */
@@ -235,43 +247,50 @@ export class Engine implements TextGenerator {
   static async load(options: EngineOptions): Promise<Engine> {
     const model = readModelDir(options.modelDir);
     const tokenizer = new TextTokenizer(model);
-    const settings = Engine.checkOptions(options, model);
+    const settings = Engine.settings(options, model);
     const backend = await loadStepModel(model, {
       executionProvider: options.executionProvider ?? 'cpu',
       intraOpThreads: options.intraOpThreads ?? 1,
       graph: options.graph ?? 'auto',
     });
-    return new Engine(model, tokenizer, backend, settings);
+    return new Engine(model, tokenizer, backend, settings, options);
   }
 
-  private static checkOptions(options: EngineOptions, model: ModelFiles): EngineOptions {
-    const sparse = { ...defaultSparseAttention, ...options.sparseAttention };
+  /** Fills in the defaults of `options` and checks them; throws invalid_request listing every problem. */
+  private static settings(options: EngineOptions, model: ModelFiles): Settings {
+    const settings: Settings = {
+      maxBatchSize: options.maxBatchSize ?? 16,
+      maxQueuedRequests: options.maxQueuedRequests ?? 256,
+      chunkTokens: options.prefillChunkTokens ?? 256,
+      sparse: { ...defaultSparseAttention, ...options.sparseAttention },
+      maxContextTokens: options.maxContextTokens ?? 32_768,
+      kvBudgetBytes: options.kvBudgetBytes ?? 2 * 1024 ** 3,
+    };
+    const { sparse, chunkTokens: chunk } = settings;
     const problems: string[] = [];
     const isCount = (value: unknown, min: number, max = 1_000_000) => Number.isInteger(value) && (value as number) >= min && (value as number) <= max;
     if (!isCount(sparse.sinkTokens, 0) || !isCount(sparse.selectedTokens, 0) || sparse.sinkTokens % pageTokens !== 0 || sparse.selectedTokens % pageTokens !== 0) {
       problems.push(`sinkTokens and selectedTokens must be non-negative multiples of ${pageTokens}`);
     }
     if (!isCount(sparse.windowTokens, pageTokens)) problems.push(`windowTokens must be an integer of at least ${pageTokens}`);
-    if (options.maxBatchSize !== undefined && !isCount(options.maxBatchSize, 1, 1024)) problems.push('maxBatchSize must be an integer from 1 to 1024');
-    if (options.maxQueuedRequests !== undefined && !isCount(options.maxQueuedRequests, 0)) problems.push('maxQueuedRequests must be a non-negative integer');
-    const chunk = options.prefillChunkTokens ?? 256;
+    if (!isCount(settings.maxBatchSize, 1, 1024)) problems.push('maxBatchSize must be an integer from 1 to 1024');
+    if (!isCount(settings.maxQueuedRequests, 0)) problems.push('maxQueuedRequests must be a non-negative integer');
     if (!Number.isInteger(chunk) || chunk < 1) problems.push('prefillChunkTokens must be a positive integer');
     if (attendedBudget(sparse) + Math.max(chunk, headroom * 2) > model.maxContextTokens) {
       problems.push(`the attended budget ${attendedBudget(sparse)} plus a prefill chunk of ${chunk} exceeds the model's ${model.maxContextTokens} trained positions`);
     }
-    if (options.kvBudgetBytes !== undefined && !(options.kvBudgetBytes > 0)) problems.push('kvBudgetBytes must be positive');
-    if (options.maxContextTokens !== undefined && !(Number.isInteger(options.maxContextTokens) && options.maxContextTokens > 0)) problems.push('maxContextTokens must be a positive integer');
+    if (!(settings.kvBudgetBytes > 0)) problems.push('kvBudgetBytes must be positive');
+    if (!isCount(settings.maxContextTokens, 1, Number.MAX_SAFE_INTEGER)) problems.push('maxContextTokens must be a positive integer');
     if (problems.length > 0) throw new EngineError('invalid_request', `invalid engine options: ${problems.join('; ')}`);
-    return options;
+    return settings;
   }
 
   stats(): EngineStats {
-    const live = (list: Sequence[]) => list.filter((s) => !s.settled);
     const inFlight = [...this.prefilling, ...this.batch.rows].filter((s) => !s.settled);
     const experts = this.backend.numExperts;
     return {
-      queued: live(this.queue).length,
-      running: live(this.prefilling).length + live(this.batch.rows).length,
+      queued: this.queue.filter((s) => !s.settled).length,
+      running: inFlight.length,
       ...this.counters,
       batchLayouts: this.batch.layouts,
       kvBytes: inFlight.reduce((sum, s) => sum + s.cache.bytes, 0),
@@ -292,7 +311,7 @@ export class Engine implements TextGenerator {
         phase,
         contextTokens: s.cache.length,
         kvBytes: s.cache.bytes,
-        attendedTokens: isDense(s.cache.length, 1, this.model.maxContextTokens) ? s.cache.length : attendedBudget(this.sparse),
+        attendedTokens: s.sparseViews ? viewLength(s.sparseViews[0]!) + s.cache.length - s.viewsChosenAt : s.cache.length,
       }));
   }
 
@@ -415,10 +434,8 @@ export class Engine implements TextGenerator {
   private schemaConstraint(schema: z.ZodType): ConstraintFactory {
     let factory = this.schemaConstraints.get(schema);
     if (!factory) {
-      this.vocabulary ??= tokenVocabulary(this.tokenizer);
-      const endToken = this.tokenizer.tokenId('<|end|>');
-      const endTokenIds = [...new Set([...this.model.eosTokenIds, ...(endToken === undefined ? [] : [endToken])])];
-      factory = jsonSchemaConstraint(schema, this.vocabulary, { endTokenIds: endTokenIds.filter((id) => this.vocabulary!.tokenBytes[id] === undefined) });
+      const vocabulary = (this.vocabulary ??= tokenVocabulary(this.tokenizer));
+      factory = jsonSchemaConstraint(schema, vocabulary, { endTokenIds: this.endTokenIds.filter((id) => vocabulary.tokenBytes[id] === undefined) });
       this.schemaConstraints.set(schema, factory);
     }
     return factory;
@@ -433,13 +450,8 @@ export class Engine implements TextGenerator {
   private viewsOf(sequence: Sequence, lookahead: number, reuse = false): LayerView[] {
     const length = sequence.cache.length;
     const maxPositions = this.model.maxContextTokens;
-    if (isDense(length, lookahead, maxPositions)) {
-      sequence.denseUntil = maxPositions;
-      sequence.sparseViews = undefined;
-      return Array.from({ length: this.shape.numLayers }, () => (length === 0 ? [] : [{ start: 0, end: length, shift: 0 }]));
-    }
-    sequence.denseUntil = Infinity;
-    if (reuse && sequence.sparseViews && length - sequence.viewsChosenAt < headroom) {
+    const dense = isDense(length, lookahead, maxPositions);
+    if (!dense && reuse && sequence.sparseViews && length - sequence.viewsChosenAt < headroom) {
       return sequence.sparseViews.map((view) => view.map((segment, i) => (i === view.length - 1 ? { ...segment, end: length } : segment)));
     }
     const views = chooseViews({
@@ -451,7 +463,8 @@ export class Engine implements TextGenerator {
       options: this.sparse,
       queries: sequence.queries,
     });
-    sequence.sparseViews = views;
+    sequence.denseUntil = dense ? maxPositions : Infinity;
+    sequence.sparseViews = dense ? undefined : views;
     sequence.viewsChosenAt = length;
     return views;
   }
@@ -505,12 +518,7 @@ export class Engine implements TextGenerator {
     while (this.queue.length > 0 || this.prefilling.length > 0 || this.batch.size > 0) {
       this.release();
       this.admit();
-      try {
-        if (this.prefilling.length > 0) await this.prefillStep();
-      } catch (error) {
-        // The failed call's sequences are settled inside prefillStep; the others go on.
-        void error;
-      }
+      if (this.prefilling.length > 0) await this.prefillStep();
       this.release();
       if (this.batch.size > 0) {
         try {
@@ -542,8 +550,8 @@ export class Engine implements TextGenerator {
       if (chunkTurn) await this.prefillChunk(long);
       else await this.prefillGroup(group);
     } catch (error) {
+      // The failed call's sequences fail; the others go on.
       for (const sequence of group) this.settle(sequence, error as Error);
-      throw error;
     }
   }
 

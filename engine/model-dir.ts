@@ -3,7 +3,7 @@
  * tokenizer_config.json (optional) and onnx/model.onnx (or onnx/decoder_model_merged.onnx).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from './errors.ts';
@@ -112,18 +112,30 @@ function findStepGraphs(dir: string): Map<string, string> {
  */
 export function checkStepGraph(model: ModelFiles, stepPath: string): void {
   let graph: Buffer;
-  let weights: Buffer;
+  let actual: string;
   try {
     graph = readFileSync(stepPath);
-    weights = readFileSync(model.onnxPath);
+    actual = fileSha256(model.onnxPath);
   } catch (cause) {
     throw new EngineError('model_load_failed', `cannot read ${stepPath} or ${model.onnxPath}: ${(cause as Error).message}`, { cause });
   }
   const keyAt = graph.indexOf('sanfang.weights_sha256');
   const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
   if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
-  const actual = createHash('sha256').update(weights).digest('hex');
   if (actual !== recorded) {
     throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${model.onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
   }
+}
+
+const digests = new Map<string, { key: string; digest: string }>();
+
+/** Returns a file's sha256, reusing the last digest while its size and modification time stay the same. */
+function fileSha256(path: string): string {
+  const stats = statSync(path);
+  const key = `${stats.size}:${stats.mtimeMs}`;
+  const known = digests.get(path);
+  if (known?.key === key) return known.digest;
+  const digest = createHash('sha256').update(readFileSync(path)).digest('hex');
+  digests.set(path, { key, digest });
+  return digest;
 }

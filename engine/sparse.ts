@@ -50,20 +50,20 @@ export function chooseViews(request: ViewRequest): LayerView[] {
   const windowStart = Math.max(sinkEnd, Math.ceil((length - options.windowTokens) / pageTokens) * pageTokens);
   const firstCandidate = Math.ceil(sinkEnd / pageTokens);
   const endCandidate = Math.floor(windowStart / pageTokens);
-  const wanted = Math.min(Math.floor(options.selectedTokens / pageTokens), Math.max(0, endCandidate - firstCandidate));
+  const pageCount = Math.min(Math.floor(options.selectedTokens / pageTokens), Math.max(0, endCandidate - firstCandidate));
 
   return Array.from({ length: numLayers }, (_, layer) => {
     let pages: number[];
     const query = request.queries?.[layer];
-    if (query && wanted > 0) {
+    if (query && pageCount > 0) {
       const scores = cache.pageScores(layer, query, request.numHeads, firstCandidate, endCandidate);
       pages = Array.from(scores.keys())
         .sort((a, b) => scores[b]! - scores[a]! || b - a)
-        .slice(0, wanted)
+        .slice(0, pageCount)
         .map((index) => index + firstCandidate)
         .sort((a, b) => a - b);
     } else {
-      pages = Array.from({ length: wanted }, (_, i) => endCandidate - wanted + i);
+      pages = Array.from({ length: pageCount }, (_, i) => endCandidate - pageCount + i);
     }
 
     // Old tokens take the positions just before the window, in their original order.
