@@ -1,11 +1,11 @@
 /**
  * `npm run bench:long-context` measures what sparse attention costs in quality. Each case
- * states facts at the start of a long dialogue and asks the user-facing agent for its turn at
- * the end. The turn the engine writes there is compared with the turn it writes when the same
- * facts come with a short dialogue, under four attention settings: the engine default
- * (sinks, window and chosen pages), a small budget of sinks and window, chosen pages without
- * sinks (the facts must be found by page score), and a recent window alone (the facts are out
- * of reach), which shows that the comparison can fail.
+ * states facts at the start of a long dialogue and requests the user-facing agent's turn at
+ * the end. That turn is compared with the turn the engine writes when the same facts come with
+ * a short dialogue. Four attention settings run: the engine default (sinks, window and chosen
+ * pages), a small budget of sinks and window, and chosen pages without sinks, where the facts
+ * must be found by page score. The fourth, a recent window alone, cannot reach the facts and
+ * shows that the comparison can fail.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
@@ -25,8 +25,8 @@ if (contexts.some((n) => !Number.isInteger(n) || n < 256)) throw new Error(`inva
 const cases = factCases;
 
 /**
- * The default model was trained on prompts of at most 8 transcript lines (~200 tokens) and
- * writes invalid turns when it sees more, densely or not. So besides the engine default, the
+ * The default model was trained on prompts of at most 8 transcript lines (~200 tokens). Given
+ * more, it writes invalid turns, with dense attention too. So besides the engine default, the
  * settings give it a window of about the length it was trained on.
  */
 const settings: Record<string, Partial<SparseAttentionOptions>> = {

@@ -533,9 +533,9 @@ export class Engine implements TextGenerator {
   }
 
   /**
-   * One prefill call: a group of whole short prompts left-padded together, or the next chunk of
-   * a long prompt. When both wait, they take turns, so a short live prompt never waits for all
-   * of a long one. Live requests come first within each kind.
+   * Runs one prefill call: a group of whole short prompts left-padded together, or the next
+   * chunk of a long prompt. When both wait they take turns, and a live short prompt goes before
+   * a simulation's long one. Live requests come first within each kind.
    */
   private async prefillStep(): Promise<void> {
     const rank = (s: Sequence) => (s.priority === 'live' ? 0 : 1);

@@ -3,8 +3,7 @@
  * and never copies them after they are written. A running batch reads a *view* of each
  * sequence (its whole cache, or a sparse selection of pages) into one slot buffer per layer,
  * laid out [batch, kvHeads, slots, headDim] as the step graph takes it. New tokens are written
- * into free slots in place, so a decode step copies only the new token's keys and values; the
- * buffer is laid out again only when a row runs out of slots or the batch changes shape.
+ * into free slots in place, so a decode step copies only the new token's keys and values.
  */
 import { applyRotation, type ModelShape } from './rotary.ts';
 
@@ -17,7 +16,7 @@ export interface ViewSegment {
   shift: number;
 }
 
-/** What one layer of one sequence attends to, in slot order. */
+/** The segments one layer of one sequence attends to, in slot order. */
 export type LayerView = ViewSegment[];
 
 export function viewLength(view: LayerView): number {
@@ -115,9 +114,10 @@ export class SequenceCache {
   }
 
   /**
-   * Quest-style upper bound of the attention score of `query` (one layer's [heads, headDim],
-   * post-RoPE) over each full page in [firstPage, endPage): for each query head, the sum over
-   * dimensions of max(q·min, q·max) against its KV head's page summary, summed over heads.
+   * Returns, for each full page in [firstPage, endPage), a Quest-style upper bound of the
+   * attention score of `query` (one layer's [heads, headDim], post-RoPE). For each query head
+   * it sums max(q·min, q·max) over dimensions against its KV head's page summary, then sums
+   * over heads.
    */
   pageScores(layer: number, query: Float32Array, numHeads: number, firstPage: number, endPage: number): Float64Array {
     const { numKvHeads, headDim } = this.shape;

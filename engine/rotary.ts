@@ -1,8 +1,8 @@
 /**
- * Rotary position arithmetic on cached keys. Keys are cached post-RoPE, and a RoPE rotation by
- * position a followed by one by b equals one by a + b, so a key cached at position p can be
- * moved to position p + shift by rotating it by `shift`. Sparse attention uses this to keep
- * the distance between a query and the old pages it attends to within the trained range.
+ * Rotary position arithmetic on cached keys. Keys are cached post-RoPE. A RoPE rotation by
+ * position a followed by one by b equals one by a + b, so rotating a key cached at position p
+ * by `shift` moves it to position p + shift. Sparse attention uses this to keep the distance
+ * between a query and the old pages it attends to within the trained range.
  */
 export interface ModelShape {
   numLayers: number;

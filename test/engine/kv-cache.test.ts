@@ -137,7 +137,7 @@ class Row implements BatchRow {
   }
 }
 
-/** One decode step's outputs: a token per row whose floats mark its row's next position. */
+/** Builds one decode step's outputs: a token per row whose floats mark its row's next position. */
 function stepOutput(batch: DecodeBatch<Row>): { keys: Float32Array[]; values: Float32Array[] } {
   const keys = Array.from({ length: shape.numLayers }, () => new Float32Array(batch.size * tokenFloats));
   const values = Array.from({ length: shape.numLayers }, () => new Float32Array(batch.size * tokenFloats));

@@ -6,7 +6,7 @@ import { defaultModelDir } from '../support/model.ts';
 
 const shortPrompt = renderPrompt({ role: 'rider_agent', locale: 'zh', facts: { task: 'ask_eta', asked: 0 }, transcript: [] });
 
-/** A user-agent prompt whose transcript is `lines` lines of chatter, thousands of tokens long. */
+/** Builds a user-agent prompt whose transcript is `lines` lines of chatter, thousands of tokens long. */
 function longPrompt(lines: number): string {
   const transcript: TranscriptLine[] = Array.from({ length: lines }, (_, i) =>
     i % 2 === 0 ? { speaker: 'customer', text: `第${i}次问一下，我的外卖到哪了？` } : { speaker: 'agent', text: '您好，我正在帮您查询，请稍候。' },

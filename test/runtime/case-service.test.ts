@@ -169,10 +169,13 @@ describe('CaseService', () => {
   });
 
   it('asks the rider when an English reply says so', async () => {
-    // The model decides with action none; the strategy chosen from the facts asks the rider.
+    // The model picks action none, and the strategy chosen from the facts is to ask the rider.
     const idle = '{"intent":"query_delivery","emotion":"calm","entities":{},"action":"none","reply":"请稍等"}';
     const lookup = '{"intent":"query_delivery","emotion":"calm","entities":{},"action":"lookup_order","reply":""}';
-    const engine = scriptedEngine((prompt) => (prompt.includes('<|sys|>user_agent') ? (prompt.includes('order=none') ? lookup : idle) : undefined));
+    const engine = scriptedEngine((prompt) => {
+      if (!prompt.includes('<|sys|>user_agent')) return undefined;
+      return prompt.includes('order=none') ? lookup : idle;
+    });
     const cases = service(engine);
     const opened = cases.openCase('C001', demoOrderIds(now).c001Late, 'en');
     cases.customerMessage(opened.id, 'When will my order arrive?', 'm1');
