@@ -15,6 +15,7 @@ import { renderPrompt, type Facts, type PromptInput, type TranscriptLine } from 
 import { Engine, type GenerateResult } from '../engine/engine.ts';
 import type { TextTokenizer } from '../engine/tokenizer.ts';
 import { longDialoguePrompt } from './long-dialogue.ts';
+import { replaceReadmeBlock } from './readme.ts';
 import { TransformersPeer, type PeerGeneration } from './peer-transformers.ts';
 
 const program = new Command()
@@ -33,6 +34,7 @@ const program = new Command()
   )
   .option('--graph <file>', "graph under the model's onnx/ folder for the throughput and context runs; 'auto' picks as the runtime does", 'auto')
   .option('--no-peer', 'skip transformers.js')
+  .option('--no-readme', "leave the READMEs' benchmark tables alone")
   .parse();
 
 const cliOptions = program.opts<Record<string, string | boolean>>();
@@ -58,6 +60,7 @@ const options = {
   longContext: readPositiveInteger('longContext'),
   stopAtEnd: cliOptions.endToken === 'stop',
   peer: cliOptions.peer !== false,
+  readme: cliOptions.readme !== false,
   graph: String(cliOptions.graph),
 };
 
@@ -294,12 +297,28 @@ await concurrently(engine, prompts.slice(0, Math.min(4, prompts.length)));
 
 // Throughput per level. Concurrent and one-at-a-time runs alternate within each repeat, so a
 // change in the machine's load hits both sides.
-const levels = [];
+interface LevelRow {
+  concurrent: number;
+  batchedTokensPerSecond: number;
+  oneAtATimeTokensPerSecond: number;
+  ratio: number;
+  batchedTextEqualsOneAtATime: string;
+  decodeMsPerCall: { batched: number; oneAtATime: number };
+  decodeStepGain: number;
+  repeats: { batched: number[]; oneAtATime: number[] };
+  timeSplit: { batched: string[]; oneAtATime: string[] };
+}
+const levels: LevelRow[] = [];
 const completionTokens: number[] = [];
 for (const level of options.levels) {
   const levelPrompts = prompts.slice(0, level);
   const batchedRates: number[] = [];
   const serialRates: number[] = [];
+  // Milliseconds per decode call, batched and one at a time: their ratio, times the number of
+  // rows, is what batching gains on decode steps alone, the bound on the whole ratio when
+  // prefill costs the same either way.
+  const batchedStepMs: number[] = [];
+  const serialStepMs: number[] = [];
   let sameOutputs = 0;
   const split = { batched: [] as string[], oneAtATime: [] as string[] };
   const describe = (wallSeconds: number) =>
@@ -308,25 +327,32 @@ for (const level of options.levels) {
     callTime = { prefill: 0, decode: 0, decodeCalls: 0 };
     const batched = await concurrently(engine, levelPrompts);
     split.batched.push(describe(batched.seconds));
+    batchedStepMs.push(callTime.decode / callTime.decodeCalls);
     callTime = { prefill: 0, decode: 0, decodeCalls: 0 };
     const serial = await oneAtATime(engine, levelPrompts);
     split.oneAtATime.push(describe(serial.seconds));
+    serialStepMs.push(callTime.decode / callTime.decodeCalls);
     batchedRates.push(tokensPerSecond(batched));
     serialRates.push(tokensPerSecond(serial));
     if (repeat === 0) sameOutputs = batched.results.filter((result, i) => result.text === serial.results[i]!.text).length;
     for (const result of [...batched.results, ...serial.results]) completionTokens.push(result.completionTokens);
   }
-  const row = {
+  const row: LevelRow = {
     concurrent: level,
     batchedTokensPerSecond: round(median(batchedRates)),
     oneAtATimeTokensPerSecond: round(median(serialRates)),
     ratio: ratio(median(batchedRates), median(serialRates)),
     batchedTextEqualsOneAtATime: `${sameOutputs}/${level}`,
+    decodeMsPerCall: { batched: round(median(batchedStepMs), 3), oneAtATime: round(median(serialStepMs), 3) },
+    decodeStepGain: ratio(level * median(serialStepMs), median(batchedStepMs)),
     repeats: { batched: batchedRates.map((r) => round(r)), oneAtATime: serialRates.map((r) => round(r)) },
     timeSplit: split,
   };
   levels.push(row);
-  console.log(`  ${level} concurrent: ${row.batchedTokensPerSecond} tokens/s vs ${row.oneAtATimeTokensPerSecond} one at a time (${row.ratio}x)`);
+  console.log(
+    `  ${level} concurrent: ${row.batchedTokensPerSecond} tokens/s vs ${row.oneAtATimeTokensPerSecond} one at a time (${row.ratio}x); ` +
+      `decode call ${row.decodeMsPerCall.batched} vs ${row.decodeMsPerCall.oneAtATime} ms (${row.decodeStepGain}x per row)`,
+  );
   console.log(`    batched: ${split.batched[0]}; one at a time: ${split.oneAtATime[0]}`);
 }
 const endTokenStops = {
@@ -498,38 +524,100 @@ const file = `bench/results/engine-${new Date().toISOString().replace(/[:.]/g, '
 writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
 
 const formatPercentiles = (p: Percentiles) => `${p.p50} / ${p.p95} ms`;
-const lines = [
-  '',
-  `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
-    `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats; graph ${graphName} except in the transformers.js comparison.`,
-  '',
-  '| concurrent requests | batched tokens/s | one at a time tokens/s | ratio | batched text = one-at-a-time text |',
-  '|---|---|---|---|---|',
-  ...levels.map((l) => `| ${l.concurrent} | ${l.batchedTokensPerSecond} | ${l.oneAtATimeTokensPerSecond} | ${l.ratio}x | ${l.batchedTextEqualsOneAtATime} |`),
-  '',
-  `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
-  '|---|---|---|---|---|',
-  `| Sanfang engine, fp32 step graph | ${engineAtComparison.tokensPerSecond} | ${formatPercentiles(engineAtComparison.firstTokenMs)} | ${formatPercentiles(engineAtComparison.interTokenMs)} | |`,
-];
-if (peerAtComparison.status === 'measured') {
-  lines.push(
-    `| transformers.js 4.3.2 | ${peerAtComparison.tokensPerSecond} | ${formatPercentiles(peerAtComparison.firstTokenMs)} | ${formatPercentiles(peerAtComparison.interTokenMs)} | ${peerAtComparison.greedyMatches} |`,
-    `| engine / transformers.js | ${peerAtComparison.engineToPeerRatio}x | | | |`,
-  );
-} else {
-  lines.push(`| transformers.js 4.3.2 | ${peerAtComparison.status === 'load_failed' ? `failed to load: ${peerAtComparison.error}` : 'skipped (--no-peer)'} | | | |`);
-}
 const mib = (bytes: number) => `${round(bytes / 1024 / 1024, 1)} MiB`;
-lines.push(
-  '',
-  '| one request, context | attends to | decode step p50 / p95 | KV cache held | process memory growth |',
-  '|---|---|---|---|---|',
-  `| ${short.promptTokens} tokens | ${short.attendedTokens} tokens | ${short.msPerStep} / ${short.p95MsPerStep} ms | ${mib(short.kvBytes)} | ${mib(short.rssGrowthBytes)} |`,
-  `| ${long.promptTokens} tokens | ${long.attendedTokens} tokens | ${long.msPerStep} / ${long.p95MsPerStep} ms | ${mib(long.kvBytes)} | ${mib(long.rssGrowthBytes)} |`,
-  `| long / short | | ${contextCost.ratio}x | | |`,
-);
-if (options.stopAtEnd) {
-  lines.push(`${endTokenStops.stoppedBeforeNewTokens} of ${endTokenStops.requests} throughput requests stopped on the end token; they averaged ${endTokenStops.meanCompletionTokens} new tokens.`);
+
+/** Table headers and phrases of one README language. */
+interface TableWords {
+  measured(): string;
+  levels: string;
+  peerHeader: string;
+  engineRow: string;
+  ratioRow: string;
+  peerMissing(status: string): string;
+  contextHeader: string;
+  tokens: string;
+  longShort: string;
+  stops(): string;
+  load(): string;
 }
-lines.push(`Load average before / after: ${report.loadAverage.before.join(' ')} / ${report.loadAverage.after.join(' ')}.`, `wrote ${file}`);
-console.log(lines.join('\n'));
+
+const tableWords: Record<'en' | 'zh', TableWords> = {
+  en: {
+    measured: () =>
+      `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
+      `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats; graph ${graphName} except in the transformers.js comparison.`,
+    levels: '| concurrent requests | batched tokens/s | one at a time tokens/s | ratio | decode call, batched / one at a time | decode gain per row | batched text = one-at-a-time text |',
+    peerHeader: `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
+    engineRow: 'Sanfang engine, fp32 step graph',
+    ratioRow: 'engine / transformers.js',
+    peerMissing: (status: string) => (status === 'load_failed' ? 'failed to load' : 'skipped (--no-peer)'),
+    contextHeader: '| one request, context | attends to | decode step p50 / p95 | KV cache held | process memory growth |',
+    tokens: 'tokens',
+    longShort: 'long / short',
+    stops: () => `${endTokenStops.stoppedBeforeNewTokens} of ${endTokenStops.requests} throughput requests stopped on the end token; they averaged ${endTokenStops.meanCompletionTokens} new tokens.`,
+    load: () => `Load average before / after: ${report.loadAverage.before.join(' ')} / ${report.loadAverage.after.join(' ')}.`,
+  },
+  zh: {
+    measured: () =>
+      `测量环境：${machine}，提交 ${commit}；每个请求 ${options.newTokens} 个新 token，贪心解码，结束符${options.stopAtEnd ? '结束请求' : '被忽略'}，` +
+      `${options.threads} 个算子内线程，取 ${options.repeats} 次重复的中位数；除与 transformers.js 的对比外均使用 ${graphName}。`,
+    levels: '| 并发请求数 | 批处理 token/秒 | 逐个处理 token/秒 | 之比 | 单次解码调用：批处理 / 逐个 | 每行解码收益 | 批处理输出 = 逐个输出 |',
+    peerHeader: `| ${options.peerConcurrency} 个并发请求 | token/秒 | 首 token p50 / p95 | token 间隔 p50 / p95 | 贪心输出与引擎一致 |`,
+    engineRow: '三方引擎，fp32 步进图',
+    ratioRow: '引擎 / transformers.js',
+    peerMissing: (status: string) => (status === 'load_failed' ? '加载失败' : '已跳过（--no-peer）'),
+    contextHeader: '| 单个请求的上下文 | 关注的 token | 单步解码 p50 / p95 | 占用 KV 缓存 | 进程内存增长 |',
+    tokens: 'token',
+    longShort: '长 / 短',
+    stops: () => `${endTokenStops.requests} 个吞吐请求中有 ${endTokenStops.stoppedBeforeNewTokens} 个因结束符提前停止，平均生成 ${endTokenStops.meanCompletionTokens} 个新 token。`,
+    load: () => `运行前 / 后的负载均值：${report.loadAverage.before.join(' ')} / ${report.loadAverage.after.join(' ')}。`,
+  },
+};
+
+/** The run's tables as Markdown, in one README language. */
+function tables(words: TableWords): string[] {
+  const lines = [
+    words.measured(),
+    '',
+    words.levels,
+    '|---|---|---|---|---|---|---|',
+    ...levels.map(
+      (l) =>
+        `| ${l.concurrent} | ${l.batchedTokensPerSecond} | ${l.oneAtATimeTokensPerSecond} | ${l.ratio}x | ${l.decodeMsPerCall.batched} / ${l.decodeMsPerCall.oneAtATime} ms | ${l.decodeStepGain}x | ${l.batchedTextEqualsOneAtATime} |`,
+    ),
+    '',
+    words.peerHeader,
+    '|---|---|---|---|---|',
+    `| ${words.engineRow} | ${engineAtComparison.tokensPerSecond} | ${formatPercentiles(engineAtComparison.firstTokenMs)} | ${formatPercentiles(engineAtComparison.interTokenMs)} | |`,
+  ];
+  if (peerAtComparison.status === 'measured') {
+    lines.push(
+      `| transformers.js 4.3.2 | ${peerAtComparison.tokensPerSecond} | ${formatPercentiles(peerAtComparison.firstTokenMs)} | ${formatPercentiles(peerAtComparison.interTokenMs)} | ${peerAtComparison.greedyMatches} |`,
+      `| ${words.ratioRow} | ${peerAtComparison.engineToPeerRatio}x | | | |`,
+    );
+  } else {
+    lines.push(`| transformers.js 4.3.2 | ${words.peerMissing(peerAtComparison.status)} | | | |`);
+  }
+  lines.push(
+    '',
+    words.contextHeader,
+    '|---|---|---|---|---|',
+    `| ${short.promptTokens} ${words.tokens} | ${short.attendedTokens} ${words.tokens} | ${short.msPerStep} / ${short.p95MsPerStep} ms | ${mib(short.kvBytes)} | ${mib(short.rssGrowthBytes)} |`,
+    `| ${long.promptTokens} ${words.tokens} | ${long.attendedTokens} ${words.tokens} | ${long.msPerStep} / ${long.p95MsPerStep} ms | ${mib(long.kvBytes)} | ${mib(long.rssGrowthBytes)} |`,
+    `| ${words.longShort} | | ${contextCost.ratio}x | | |`,
+    '',
+  );
+  if (options.stopAtEnd) lines.push(words.stops(), '');
+  lines.push(words.load());
+  return lines;
+}
+
+console.log(['', ...tables(tableWords.en), `wrote ${file}`].join('\n'));
+if (options.readme) {
+  // One block per thread count, so runs at 1 and 2 threads both stay published.
+  const key = `bench:engine threads=${options.threads}`;
+  for (const [readme, words] of [['README.md', tableWords.en], ['README.zh-CN.md', tableWords.zh]] as const) {
+    const updated = replaceReadmeBlock(readme, key, tables(words).join('\n'));
+    console.log(updated ? `updated the "${key}" tables in ${readme}` : `${readme} has no "${key}" block; left it alone`);
+  }
+}

@@ -674,8 +674,10 @@ export class Engine implements TextGenerator {
     this.counters.decodeSteps++;
     this.countExperts(output);
     this.batch.commit(output.newKeys, output.newValues);
+    // Queries only steer sparse page choice, so a row copies them once its next views can be sparse.
+    const sparseFrom = this.model.maxContextTokens - headroom;
     rows.forEach((sequence, row) => {
-      if (output.lastQueries) sequence.queries = this.rowQueries(output, row);
+      if (output.lastQueries && sequence.cache.length > sparseFrom) sequence.queries = this.rowQueries(output, row);
       if (!sequence.settled) this.accept(sequence, output.logits, row * this.model.vocabSize);
     });
     this.observer.step?.('decode', rows.length, rows.length, performance.now() - startedAt);

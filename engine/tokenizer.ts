@@ -49,17 +49,21 @@ export class TextTokenizer {
 export class StreamDecoder {
   private prefixOffset = 0;
   private readOffset = 0;
+  /** Decoded ids[prefixOffset, readOffset), kept while the offsets stay put. */
+  private prefixText: string | undefined = '';
 
   constructor(private readonly tokenizer: TextTokenizer) {}
 
   push(ids: readonly number[]): string {
     if (ids.length === 0) return '';
-    const prefix = this.readOffset > this.prefixOffset ? this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset)) : '';
+    this.prefixText ??= this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset));
+    const prefix = this.prefixText;
     const text = this.tokenizer.decode(ids.slice(this.prefixOffset));
     if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
     const delta = text.slice(prefix.length);
     this.prefixOffset = this.readOffset;
     this.readOffset = ids.length;
+    this.prefixText = this.prefixOffset === this.readOffset ? '' : undefined;
     return delta;
   }
 }
