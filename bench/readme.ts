@@ -10,14 +10,14 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 
-/** Replaces block `key` of `file` with `markdown`; returns false when the file has no such block. */
+/** Replaces block `key` of `file` with `markdown`. Returns false when the file has no such block. */
 export function replaceReadmeBlock(file: string, key: string, markdown: string): boolean {
   const text = readFileSync(file, 'utf8');
   const open = `<!-- ${key} -->`;
   const close = `<!-- /${key} -->`;
   const start = text.indexOf(open);
-  const end = text.indexOf(close);
-  if (start === -1 || end < start) return false;
+  const end = start === -1 ? -1 : text.indexOf(close, start + open.length);
+  if (end === -1) return false;
   const updated = `${text.slice(0, start + open.length)}\n${markdown.trim()}\n${text.slice(end)}`;
   if (updated !== text) writeFileSync(file, updated);
   return true;
