@@ -597,7 +597,7 @@ export class Engine implements TextGenerator {
     const empty = Array.from({ length: numLayers }, () => new Float32Array(0));
     const output = await this.backend.run({ batch: rows, seq, past: 0, inputIds, positionIds, bias, pastKeys: empty, pastValues: empty });
     this.counters.prefillCalls++;
-    this.countExperts(output);
+    this.countExperts(output, rows * seq - group.reduce((sum, s) => sum + s.promptIds.length, 0));
     this.observer.step?.('prefill', rows, rows * seq, performance.now() - startedAt);
     group.forEach((sequence, row) => {
       const pad = seq - sequence.promptIds.length;
@@ -689,9 +689,11 @@ export class Engine implements TextGenerator {
     return output.lastQueries.map((queries) => queries.slice(row * size, (row + 1) * size));
   }
 
-  private countExperts(output: StepResult): void {
+  /** Adds a call's expert assignments to the load, less those of its `paddingTokens` padding tokens. */
+  private countExperts(output: StepResult, paddingTokens = 0): void {
     if (!output.expertCounts) return;
-    for (let i = 0; i < this.expertLoad.length; i++) this.expertLoad[i]! += output.expertCounts[i]!;
+    const padding = this.backend.paddingExpertCounts;
+    for (let i = 0; i < this.expertLoad.length; i++) this.expertLoad[i]! += output.expertCounts[i]! - paddingTokens * (padding?.[i] ?? 0);
   }
 
   /**

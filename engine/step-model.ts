@@ -50,6 +50,12 @@ export interface StepModel {
   /** Whether the graph honours an arbitrary bias; the standard layout adds its own causal mask. */
   readonly arbitraryBias: boolean;
   readonly numExperts: number;
+  /**
+   * Expert assignments per layer and expert of one padding token (id 0 at position 0,
+   * attending only to itself), measured at load. Undefined when the graph gives no counts.
+   * Every padding token of a grouped prefill routes the same way, so the engine subtracts these.
+   */
+  readonly paddingExpertCounts?: Float32Array;
   run(call: StepCall): Promise<StepResult>;
   close(): Promise<void>;
 }
@@ -124,6 +130,8 @@ async function checkShapes(stepModel: StepModel, model: ModelFiles, session: ort
   if (result.expertCounts && result.expertCounts.length !== model.numLayers * model.numExperts) {
     throw mismatch(`the graph counts ${result.expertCounts.length} layer-expert pairs, config.json gives ${model.numLayers * model.numExperts}`);
   }
+  // The probe is exactly one padding token: id 0 at position 0, seeing only itself.
+  if (stepModel instanceof StepGraph && result.expertCounts) stepModel.paddingExpertCounts = result.expertCounts.slice();
 }
 
 function graphPath(model: ModelFiles, name: string): string {
@@ -153,6 +161,7 @@ class StepGraph implements StepModel {
   readonly layout = 'step';
   readonly arbitraryBias = true;
   readonly numExperts: number;
+  paddingExpertCounts?: Float32Array;
   private readonly hasQueries: boolean;
   private readonly hasCounts: boolean;
 

@@ -117,6 +117,32 @@ describe('Engine graph layouts', () => {
   });
 });
 
+describe('Engine expert load', () => {
+  it('leaves padding out of grouped prefill counts', async () => {
+    const config = JSON.parse(readFileSync(join(defaultModelDir, 'config.json'), 'utf8')) as { num_experts_per_tok: number };
+    const counted = await Engine.load({ modelDir: defaultModelDir, stopAtEndToken: false });
+    try {
+      // The first request starts the loop at once. The next two, of different lengths, queue
+      // behind its prefill and then share one left-padded call.
+      const pair = ['我的外卖怎么还没到？', '我的外卖怎么还没到？都等了半个小时了'].map((text) =>
+        renderPrompt({ role: 'user_agent', locale: 'zh', facts: { order: 'none' }, transcript: [{ speaker: 'customer', text }] }),
+      );
+      const lengths = pair.map((prompt) => counted.tokenizer.encode(prompt).length);
+      expect(lengths[0]).not.toBe(lengths[1]);
+      const results = await Promise.all([prompts[1]!, ...pair].map((prompt) => counted.generate({ prompt, maxNewTokens: 5 })));
+      expect(counted.stats().prefillCalls).toBe(2);
+
+      // Each prompt token goes through prefill and each new token but the last through a decode step.
+      const tokens = results.reduce((sum, result) => sum + result.promptTokens + result.completionTokens - 1, 0);
+      for (const layer of counted.stats().expertLoad) {
+        expect(layer.reduce((a, b) => a + b, 0)).toBe(tokens * config.num_experts_per_tok);
+      }
+    } finally {
+      await counted.close();
+    }
+  });
+});
+
 describe('Engine constrained decoding', () => {
   it('leaves output that already fits the schema unchanged', async () => {
     for (const prompt of prompts.slice(0, 2)) {
