@@ -23,6 +23,17 @@ export interface BatchRow {
 /** New tokens a row can take after a layout before it needs another. */
 export const headroom = 32;
 
+/** Slots per row of a layout whose longest view has `viewTokens` tokens. */
+export function slotsFor(viewTokens: number): number {
+  return Math.ceil((viewTokens + headroom) / headroom) * headroom;
+}
+
+/** Bytes of the key, value and bias buffers that a layout of `slots` slots allocates for `maxRows` rows. */
+export function slotBufferBytes(shape: Pick<ModelShape, 'numLayers' | 'numKvHeads' | 'headDim'>, maxRows: number, slots: number): number {
+  const perSlot = shape.numLayers * 2 * shape.numKvHeads * shape.headDim * Float32Array.BYTES_PER_ELEMENT;
+  return maxRows * (slots * perSlot + (slots + 1) * Float32Array.BYTES_PER_ELEMENT);
+}
+
 export class DecodeBatch<Row extends BatchRow> {
   rows: Row[] = [];
   slots = 0;
@@ -121,7 +132,7 @@ export class DecodeBatch<Row extends BatchRow> {
     const { numLayers, numKvHeads, headDim } = this.shape;
     const views = this.rows.map((row) => row.views(headroom));
     const longest = views.reduce((max, v) => Math.max(max, viewLength(v[0]!)), 0);
-    this.slots = Math.ceil((longest + headroom) / headroom) * headroom;
+    this.slots = slotsFor(longest);
     const floats = this.maxRows * numKvHeads * this.slots * headDim;
     if ((this.keys[0]?.length ?? 0) < floats) {
       this.keys = Array.from({ length: numLayers }, () => new Float32Array(floats));

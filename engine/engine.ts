@@ -13,7 +13,7 @@
  */
 import { z } from 'zod';
 import { jsonSchemaConstraint, tokenVocabulary, type ConstraintFactory, type TokenConstraint, type TokenVocabulary } from './constrained/index.ts';
-import { DecodeBatch, headroom, type BatchRow } from './decode-batch.ts';
+import { DecodeBatch, headroom, slotBufferBytes, slotsFor, type BatchRow } from './decode-batch.ts';
 import { EngineError, EngineOverloaded } from './errors.ts';
 import { bytesPerToken, pageTokens, SequenceCache, viewLength, type LayerView } from './kv-cache.ts';
 import { readModelDir, type ModelFiles } from './model-dir.ts';
@@ -126,6 +126,8 @@ export interface EngineStats {
   kvBudgetBytes: number;
   /** Bytes of the decode batch's slot buffers. */
   batchBufferBytes: number;
+  /** Bytes of the budget set aside for the slot buffers at their largest. Sequences share the rest. */
+  batchBufferReserveBytes: number;
   /** Routed (token, choice) assignments per layer and expert, since load; empty without expert counts. */
   expertLoad: number[][];
 }
@@ -173,6 +175,7 @@ interface Settings {
   sparse: SparseAttentionOptions;
   maxContextTokens: number;
   kvBudgetBytes: number;
+  batchBufferReserveBytes: number;
 }
 
 /** Upper bound on padded tokens (rows × longest prompt) of one grouped prefill call. */
@@ -188,6 +191,9 @@ export class Engine implements TextGenerator {
   private readonly maxQueuedRequests: number;
   private readonly chunkTokens: number;
   private readonly kvBudgetBytes: number;
+  private readonly batchBufferReserveBytes: number;
+  /** The budget left for sequences' KV pages once the slot buffers are set aside. */
+  private readonly sequenceBudgetBytes: number;
   private readonly sparse: SparseAttentionOptions;
   private readonly observer: EngineObserver;
   private readonly queue: Sequence[] = [];
@@ -231,6 +237,8 @@ export class Engine implements TextGenerator {
     this.sparse = settings.sparse;
     this.maxContextTokens = settings.maxContextTokens;
     this.kvBudgetBytes = settings.kvBudgetBytes;
+    this.batchBufferReserveBytes = settings.batchBufferReserveBytes;
+    this.sequenceBudgetBytes = settings.kvBudgetBytes - settings.batchBufferReserveBytes;
     this.observer = options.observer ?? {};
     this.batch = new DecodeBatch<Sequence>(this.shape, this.maxBatchSize);
     this.expertLoad = new Float64Array(model.numLayers * backend.numExperts);
@@ -265,6 +273,7 @@ export class Engine implements TextGenerator {
       sparse: { ...defaultSparseAttention, ...options.sparseAttention },
       maxContextTokens: options.maxContextTokens ?? 32_768,
       kvBudgetBytes: options.kvBudgetBytes ?? 2 * 1024 ** 3,
+      batchBufferReserveBytes: 0,
     };
     const { sparse, chunkTokens: chunk } = settings;
     const problems: string[] = [];
@@ -282,6 +291,20 @@ export class Engine implements TextGenerator {
     if (!(settings.kvBudgetBytes > 0)) problems.push('kvBudgetBytes must be positive');
     if (!isCount(settings.maxContextTokens, 1, Number.MAX_SAFE_INTEGER)) problems.push('maxContextTokens must be a positive integer');
     if (problems.length > 0) throw new EngineError('invalid_request', `invalid engine options: ${problems.join('; ')}`);
+
+    // The slot buffers hold maxBatchSize rows of the longest view plus room to grow. A dense
+    // view stops `headroom` tokens short of the trained positions, and a reused sparse view
+    // grows by up to `headroom` tokens past the attended budget.
+    const longestView = Math.min(settings.maxContextTokens, Math.max(model.maxContextTokens - headroom, attendedBudget(sparse) + headroom));
+    const slots = slotsFor(longestView);
+    settings.batchBufferReserveBytes = slotBufferBytes(model, settings.maxBatchSize, slots);
+    if (settings.kvBudgetBytes <= settings.batchBufferReserveBytes) {
+      throw new EngineError(
+        'invalid_request',
+        `invalid engine options: kvBudgetBytes ${settings.kvBudgetBytes} leaves nothing for sequences after the decode batch's slot buffers of ` +
+          `${settings.batchBufferReserveBytes} bytes (maxBatchSize ${settings.maxBatchSize} rows of up to ${slots} tokens); raise kvBudgetBytes or lower maxBatchSize`,
+      );
+    }
     return settings;
   }
 
@@ -297,6 +320,7 @@ export class Engine implements TextGenerator {
       kvReservedBytes: this.reservedBytes,
       kvBudgetBytes: this.kvBudgetBytes,
       batchBufferBytes: this.batch.bytes,
+      batchBufferReserveBytes: this.batchBufferReserveBytes,
       expertLoad: Array.from({ length: experts === 0 ? 0 : this.model.numLayers }, (_, layer) => Array.from(this.expertLoad.subarray(layer * experts, (layer + 1) * experts))),
     };
   }
@@ -356,10 +380,14 @@ export class Engine implements TextGenerator {
       );
     }
     const reservedBytes = Math.ceil(tokens / pageTokens) * pageTokens * bytesPerToken(this.shape);
-    if (reservedBytes > this.kvBudgetBytes) {
+    if (reservedBytes > this.sequenceBudgetBytes) {
       this.counters.rejected++;
       return Promise.reject(
-        new EngineError('kv_budget_exceeded', `a request of ${tokens} tokens needs ${reservedBytes} bytes of KV cache, more than the engine budget of ${this.kvBudgetBytes} bytes`),
+        new EngineError(
+          'kv_budget_exceeded',
+          `a request of ${tokens} tokens needs ${reservedBytes} bytes of KV cache, more than the ${this.sequenceBudgetBytes} bytes that the engine budget of ` +
+            `${this.kvBudgetBytes} bytes leaves after the decode batch's slot buffers; shorten the request or raise the budget`,
+        ),
       );
     }
     if (this.queue.length >= this.maxQueuedRequests) {
@@ -505,7 +533,7 @@ export class Engine implements TextGenerator {
   private admit(): void {
     while (this.queue.length > 0 && this.prefilling.length + this.batch.size < this.maxBatchSize) {
       const next = this.queue[0]!;
-      if (this.reservedBytes + next.reservedBytes > this.kvBudgetBytes) break;
+      if (this.reservedBytes + next.reservedBytes > this.sequenceBudgetBytes) break;
       this.queue.shift();
       this.reservedBytes += next.reservedBytes;
       next.startedAt = performance.now();

@@ -47,6 +47,7 @@ export function createMetrics(engineStats?: () => EngineStats | undefined): Metr
       ['kvReservedBytes', 'Bytes of KV cache reserved by admitted requests'],
       ['kvBudgetBytes', 'Bytes of KV cache the engine may reserve'],
       ['batchBufferBytes', "Bytes of the decode batch's slot buffers"],
+      ['batchBufferReserveBytes', "Bytes of the KV budget set aside for the decode batch's slot buffers at their largest"],
     ];
     for (const [field, help] of fields) {
       new Gauge({

@@ -151,7 +151,9 @@ describe('Engine KV budget', () => {
   it('rejects a request larger than the budget and queues one that must wait', async () => {
     const tokens = engine.tokenizer.encode(shortPrompt).length + 40;
     const oneRequest = Math.ceil(tokens / pageTokens) * pageTokens * bytesPerToken(engine.shape);
-    const budgeted = await Engine.load({ modelDir: defaultModelDir, stopAtEndToken: false, kvBudgetBytes: oneRequest });
+    // The budget covers the slot buffers at their largest plus one request's pages.
+    const slotBuffers = engine.stats().batchBufferReserveBytes;
+    const budgeted = await Engine.load({ modelDir: defaultModelDir, maxBatchSize: 8, stopAtEndToken: false, kvBudgetBytes: slotBuffers + oneRequest });
     try {
       await expect(budgeted.generate({ prompt: shortPrompt, maxNewTokens: 200 })).rejects.toMatchObject({ code: 'kv_budget_exceeded' });
       let peakReserved = 0;
@@ -168,5 +170,19 @@ describe('Engine KV budget', () => {
     } finally {
       await budgeted.close();
     }
+  });
+
+  it('sets the slot buffers aside at their largest', async () => {
+    const reserve = engine.stats().batchBufferReserveBytes;
+    await expect(Engine.load({ modelDir: defaultModelDir, maxBatchSize: 8, kvBudgetBytes: reserve })).rejects.toMatchObject({ code: 'invalid_request' });
+    await expect(Engine.load({ modelDir: defaultModelDir, maxBatchSize: 16, kvBudgetBytes: reserve + 1024 ** 2 })).rejects.toMatchObject({ code: 'invalid_request' });
+
+    // A dense row just short of the trained positions gives the longest layout.
+    const maxPositions = engine.model.maxContextTokens;
+    const long = engine.tokenizer.decode(Array.from({ length: maxPositions - 2 * 32 - 8 }, (_, i) => 100 + (i % 500)));
+    await Promise.all([engine.generate({ prompt: long, maxNewTokens: 32 }), engine.generate({ prompt: shortPrompt, maxNewTokens: 8 })]);
+    const stats = engine.stats();
+    expect(stats.batchBufferBytes).toBeGreaterThan(reserve / 2);
+    expect(stats.batchBufferBytes).toBeLessThanOrEqual(reserve);
   });
 });

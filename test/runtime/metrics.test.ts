@@ -17,6 +17,7 @@ const stats: EngineStats = {
   kvReservedBytes: 8192,
   kvBudgetBytes: 1 << 20,
   batchBufferBytes: 1024,
+  batchBufferReserveBytes: 2048,
   expertLoad: [
     [7, 9],
     [3, 13],
@@ -29,6 +30,7 @@ describe('createMetrics', () => {
     const text = await metrics.registry.metrics();
     expect(text).toContain('sanfang_engine_kv_reserved_bytes 8192');
     expect(text).toContain('sanfang_engine_deadline_exceeded 1');
+    expect(text).toContain('sanfang_engine_batch_buffer_reserve_bytes 2048');
     expect(text).toContain('sanfang_engine_expert_assignments{layer="1",expert="1"} 13');
   });
 
