@@ -33,6 +33,9 @@ export function parseTurn(raw: string, role: Role, options: { slots?: SlotValues
     const rejection = options.truncated ? 'truncated' : 'not_json';
     return { ok: false, rejection, detail: `${(error as Error).message} in ${JSON.stringify(text.slice(0, 80))}` };
   }
+  // The engine closes a constrained turn that reaches the token limit with the shortest valid
+  // ending, so it parses, but its reply is cut off and its last fields are placeholders.
+  if (options.truncated) return { ok: false, rejection: 'truncated', detail: `the turn reached the token limit: ${JSON.stringify(text.slice(0, 80))}` };
 
   const parsed = turnSchema.safeParse(json);
   if (!parsed.success) {

@@ -143,6 +143,8 @@ interface Sequence extends BatchRow {
   random: () => number;
   decoder: StreamDecoder;
   constraint?: TokenConstraint;
+  /** Tokens that close a constrained value at the token limit, emitted in place of sampling. */
+  forced?: number[];
   /** Final text, as streamed through onText. */
   text: string;
   /** Decoded text not streamed yet because it may be the start of a stop string. */
@@ -366,6 +368,15 @@ export class Engine implements TextGenerator {
       constraint = (request.constraint ?? (request.responseSchema ? this.schemaConstraint(request.responseSchema) : undefined))?.create();
     } catch (cause) {
       return Promise.reject(new EngineError('invalid_request', `cannot constrain the output: ${(cause as Error).message}`, { cause }));
+    }
+
+    // A constrained output is closed early when it nears maxNewTokens, which needs room for the
+    // schema's shortest value.
+    const shortest = constraint?.completion();
+    if (shortest !== undefined && shortest.length > options.maxNewTokens) {
+      return Promise.reject(
+        new EngineError('invalid_request', `maxNewTokens ${options.maxNewTokens} is below the ${shortest.length} tokens of the response schema's shortest value; raise maxNewTokens`),
+      );
     }
 
     const promptIds = this.tokenizer.encode(options.prompt);
@@ -737,14 +748,33 @@ export class Engine implements TextGenerator {
     }
   }
 
-  private acceptToken(sequence: Sequence, logits: Float32Array, offset: number): void {
+  /**
+   * Samples the next token. A constrained sequence keeps room to close its value: when the
+   * sampled token would leave too few tokens for the shortest completion, the engine starts
+   * emitting that completion instead.
+   */
+  private sampleNext(sequence: Sequence, logits: Float32Array, offset: number): number {
     const vocab = this.model.vocabSize;
-    if (sequence.constraint) {
-      const row = logits.subarray(offset, offset + vocab);
-      sequence.constraint.maskLogits(row);
-      if (!row.some((value) => value > -Infinity)) throw new Error('the constraint allows no token');
-    }
+    const constraint = sequence.constraint;
+    if (!constraint) return sampleToken(logits, offset, vocab, sequence.sampling, sequence.random);
+
+    const row = logits.subarray(offset, offset + vocab);
+    constraint.maskLogits(row);
+    if (!row.some((value) => value > -Infinity)) throw new Error('the constraint allows no token');
     const token = sampleToken(logits, offset, vocab, sequence.sampling, sequence.random);
+    if (this.endIds.has(token)) return token;
+
+    const room = sequence.maxNewTokens - sequence.generated.length - 1;
+    if (constraint.fitsAfter(token, room)) return token;
+    const completion = constraint.completion();
+    // Without a completion that fits, the sampled token is kept and the output may be cut.
+    if (completion === undefined || completion.length === 0 || completion.length > room + 1) return token;
+    sequence.forced = completion.slice(1);
+    return completion[0]!;
+  }
+
+  private acceptToken(sequence: Sequence, logits: Float32Array, offset: number): void {
+    const token = sequence.forced?.shift() ?? this.sampleNext(sequence, logits, offset);
     const now = performance.now();
     if (sequence.firstTokenAt === 0) {
       sequence.firstTokenAt = now;
@@ -761,7 +791,7 @@ export class Engine implements TextGenerator {
       sequence.constraint?.accept(token);
       sequence.generated.push(token);
       sequence.pending += sequence.decoder.push(sequence.generated);
-      if (sequence.constraint?.isComplete()) ended = true;
+      if (sequence.constraint?.isComplete() || sequence.forced?.length === 0) ended = true;
       // Text up to a stop string is final; a tail that could start one is held back.
       const stopAt = firstStop(sequence.pending, sequence.stop);
       stopHit = stopAt !== -1;
@@ -787,7 +817,8 @@ export class Engine implements TextGenerator {
         text: sequence.text,
         promptTokens: sequence.promptIds.length,
         completionTokens: sequence.generated.length,
-        finishReason: ended || stopHit ? 'stop' : 'length',
+        // A value closed early at the token limit reports 'length', as a cut one would.
+        finishReason: (ended || stopHit) && sequence.forced === undefined ? 'stop' : 'length',
         queueMs: sequence.startedAt - sequence.enqueuedAt,
         firstTokenMs: sequence.firstTokenAt - sequence.enqueuedAt,
         totalMs: now - sequence.enqueuedAt,

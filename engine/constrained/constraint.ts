@@ -6,8 +6,9 @@
 import type { z } from 'zod';
 import { ConstraintError } from './errors.ts';
 import { grammarFromZod } from './from-zod.ts';
-import { acceptsAnyByte, advanceBytes, canEnd, dedupeState, initialState, type MatcherState } from './matcher.ts';
-import { TokenMasker, type MaskCacheStats } from './token-mask.ts';
+import { completionLength, maxCompletionLength, parentsLength, shortestCompletion, tokenizeBytes } from './completion.ts';
+import { acceptsAnyByte, advanceBytes, canEnd, dedupeState, initialState, stringTextTop, type MatcherState } from './matcher.ts';
+import { TokenMasker, vocabularyTrie, type MaskCacheStats } from './token-mask.ts';
 import type { TokenVocabulary } from './vocabulary.ts';
 
 export interface TokenConstraint {
@@ -22,6 +23,17 @@ export interface TokenConstraint {
   accept(tokenId: number): void;
   /** True when the value is complete and only the end token may follow, and after the end token. */
   isComplete(): boolean;
+  /**
+   * Token ids that complete the value from here by the shortest path found: empty when the value
+   * is complete, undefined when no completion is found. Values still to be written take their
+   * shortest valid form, so this is for closing an output at its token limit, not for content.
+   */
+  completion(): number[] | undefined;
+  /**
+   * True when, after `tokenId`, the value can still be completed within `tokens` more tokens.
+   * Leaves this constraint unchanged. Most calls settle on a byte count, which bounds the tokens.
+   */
+  fitsAfter(tokenId: number, tokens: number): boolean;
 }
 
 export interface ConstraintFactory {
@@ -95,9 +107,14 @@ function sharedMasker(schema: z.ZodType, vocabulary: TokenVocabulary, options: J
   return masker;
 }
 
+const quoteByte = 0x22;
+const backslashByte = 0x5c;
+
 class JsonTokenConstraint implements TokenConstraint {
   private state: MatcherState;
   private ended = false;
+  /** Bytes that complete the value from any state at most, so a larger budget always fits. */
+  private readonly maxCompletion: number;
 
   constructor(
     private readonly masker: TokenMasker,
@@ -105,6 +122,7 @@ class JsonTokenConstraint implements TokenConstraint {
     private readonly endTokenIds: readonly number[],
   ) {
     this.state = initialState(masker.grammar);
+    this.maxCompletion = maxCompletionLength(masker.grammar);
   }
 
   maskLogits(logits: Float32Array): void {
@@ -135,6 +153,34 @@ class JsonTokenConstraint implements TokenConstraint {
 
   isComplete(): boolean {
     return this.ended || (canEnd(this.state) && !acceptsAnyByte(this.state));
+  }
+
+  completion(): number[] | undefined {
+    return this.ended ? [] : this.completionFrom(this.state);
+  }
+
+  fitsAfter(tokenId: number, tokens: number): boolean {
+    if (this.ended) return false;
+    if (this.endTokenIds.includes(tokenId)) return canEnd(this.state);
+    const bytes = this.vocabulary.tokenBytes[tokenId];
+    if (bytes === undefined || bytes.length === 0) return false;
+    // Cheap checks first: far from the limit, and inside a string's text.
+    if (tokens >= this.maxCompletion) return true;
+    const text = stringTextTop(this.state);
+    if (text !== undefined && !bytes.includes(quoteByte) && !bytes.includes(backslashByte)) {
+      if (text.node.minLength + 5 + parentsLength(text.stack.parent!) <= tokens) return true;
+    }
+
+    const next = advanceBytes(this.state, bytes);
+    if (next.length === 0) return false;
+    if (completionLength(next) <= tokens) return true;
+    return (this.completionFrom(next)?.length ?? Infinity) <= tokens;
+  }
+
+  private completionFrom(state: MatcherState): number[] | undefined {
+    if (canEnd(state) && !acceptsAnyByte(state)) return [];
+    const bytes = shortestCompletion(state);
+    return bytes === undefined ? undefined : tokenizeBytes(vocabularyTrie(this.vocabulary), bytes);
   }
 
   private rejectAfterEnd(): void {

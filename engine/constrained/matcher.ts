@@ -117,7 +117,8 @@ function finish(stack: Stack): Stack {
   return replaceTop(parent, afterChild(parent.frame));
 }
 
-function afterChild(frame: Frame): Frame {
+/** Returns a parent frame once its child value has ended. */
+export function afterChild(frame: Frame): Frame {
   switch (frame.kind) {
     case 'root':
       return { ...frame, done: true };
@@ -297,7 +298,7 @@ function numberWithDigit(frame: NumberFrame, value: number): NumberFrame | undef
   return numberIsFeasible(next) ? next : undefined;
 }
 
-function numberCanFinish(frame: NumberFrame): boolean {
+export function numberCanFinish(frame: NumberFrame): boolean {
   if (frame.digits === '' || frame.fraction === 0) return false;
   if (!frame.node.integer) return true;
   const value = frame.negative ? -Number(frame.digits) : Number(frame.digits);
@@ -386,7 +387,7 @@ function readKeyByte(stack: Stack, frame: ObjectFrame, value: number, out: Stack
 }
 
 /** Properties whose key may come next: the unwritten ones, or in order up to the next required one. */
-function keyCandidates(frame: ObjectFrame): number[] {
+export function keyCandidates(frame: ObjectFrame): number[] {
   const properties = frame.node.properties;
   const candidates: number[] = [];
   if (frame.node.anyOrder) {

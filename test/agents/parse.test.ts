@@ -32,6 +32,12 @@ describe('parseTurn', () => {
     if (!parsed.ok) expect(parsed.rejection).toBe('truncated');
   });
 
+  it('rejects a closed but truncated turn', () => {
+    const parsed = parseTurn(JSON.stringify(valid), 'user_agent', { truncated: true });
+    expect(parsed.ok).toBe(false);
+    if (!parsed.ok) expect(parsed.rejection).toBe('truncated');
+  });
+
   it('rejects empty output', () => {
     const parsed = parseTurn('   ', 'user_agent');
     expect(parsed.ok).toBe(false);

@@ -161,6 +161,20 @@ describe('Engine constrained decoding', () => {
     expect(schema.safeParse(JSON.parse(result.text)).success).toBe(true);
   });
 
+  it('closes a constrained turn at the token limit', async () => {
+    const schema = turnSchemaFor('user_agent');
+    for (const maxNewTokens of [24, 31, 40]) {
+      const result = await engine.generate({ prompt: prompts[3]!, maxNewTokens, responseSchema: schema, sampling: { temperature: 1, seed: maxNewTokens } });
+      expect(result.completionTokens).toBeLessThanOrEqual(maxNewTokens);
+      expect(schema.safeParse(JSON.parse(result.text)).success, result.text).toBe(true);
+      expect(result.finishReason).toBe('length');
+    }
+  });
+
+  it('rejects a token limit below the shortest valid turn', async () => {
+    await expect(engine.generate({ prompt: prompts[0]!, maxNewTokens: 3, responseSchema: turnSchemaFor('user_agent') })).rejects.toMatchObject({ code: 'invalid_request' });
+  });
+
   it('rejects stop strings with a constraint', async () => {
     await expect(engine.generate({ prompt: prompts[0]!, stop: [','], responseSchema: turnSchemaFor('user_agent') })).rejects.toMatchObject({ code: 'invalid_request' });
   });
