@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { EngineError } from './errors.ts';
 
@@ -108,7 +108,8 @@ function findStepGraphs(dir: string): Map<string, string> {
 /**
  * Checks that a step graph was made from this folder's model.onnx: each records the sha256 of
  * the model.onnx it came from (`sanfang.weights_sha256`), and model.step.onnx even reads its
- * weights from that file by byte offset.
+ * weights from that file by byte offset. A graph that reads weights from another file of the
+ * folder (`sanfang.data_file`, as the 8-bit graph does) records that file's sha256 too.
  */
 export function checkStepGraph(model: ModelFiles, stepPath: string): void {
   let graph: Buffer;
@@ -119,12 +120,37 @@ export function checkStepGraph(model: ModelFiles, stepPath: string): void {
   } catch (cause) {
     throw new EngineError('model_load_failed', `cannot read ${stepPath} or ${model.onnxPath}: ${(cause as Error).message}`, { cause });
   }
-  const keyAt = graph.indexOf('sanfang.weights_sha256');
-  const recorded = keyAt === -1 ? undefined : /[0-9a-f]{64}/.exec(graph.subarray(keyAt, keyAt + 200).toString('latin1'))?.[0];
+  const recorded = metadataValue(graph, 'sanfang.weights_sha256');
   if (!recorded) throw new EngineError('model_load_failed', `${stepPath} has no sanfang.weights_sha256 metadata`);
   if (actual !== recorded) {
     throw new EngineError('model_load_failed', `${stepPath} was exported from other weights than ${model.onnxPath} (sha256 ${recorded.slice(0, 12)}… vs ${actual.slice(0, 12)}…); re-export it or delete it`);
   }
+
+  const dataFile = metadataValue(graph, 'sanfang.data_file');
+  if (dataFile === undefined) return;
+  const dataPath = join(dirname(stepPath), basename(dataFile));
+  if (!existsSync(dataPath)) throw new EngineError('model_load_failed', `model file is missing: ${dataPath}, which ${stepPath} reads its weights from`);
+  const recordedData = metadataValue(graph, 'sanfang.data_sha256');
+  const actualData = fileSha256(dataPath);
+  if (recordedData !== actualData) {
+    throw new EngineError(
+      'model_load_failed',
+      `${dataPath} is not the file ${stepPath} was written against (sha256 ${actualData.slice(0, 12)}…, expected ${recordedData?.slice(0, 12) ?? 'none recorded'}); restore it or quantize the graph again`,
+    );
+  }
+}
+
+/**
+ * Returns the value of an ONNX metadata entry found in the serialised graph, or undefined.
+ * An entry is a StringStringEntryProto: field 1 (tag 0x0a) is the key and field 2 (tag
+ * 0x12) the value, each with a one-byte length for the short strings used here.
+ */
+function metadataValue(graph: Buffer, key: string): string | undefined {
+  const keyBytes = Buffer.from([0x0a, key.length, ...Buffer.from(key, 'latin1')]);
+  const at = graph.indexOf(keyBytes);
+  const valueAt = at + keyBytes.length;
+  if (at === -1 || graph[valueAt] !== 0x12 || graph[valueAt + 1]! >= 0x80) return undefined;
+  return graph.subarray(valueAt + 2, valueAt + 2 + graph[valueAt + 1]!).toString('utf8');
 }
 
 const digests = new Map<string, { key: string; digest: string }>();

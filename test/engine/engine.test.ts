@@ -292,6 +292,23 @@ describe('Engine.load', () => {
     await expect(Engine.load({ modelDir: broken, graph: 'model.step.onnx' })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('other weights') });
   });
 
+  it('names a missing weights file of the 8-bit graph', async () => {
+    const broken = join(dir, 'no-data');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    unlinkSync(join(broken, 'onnx', 'model.step.q8.data'));
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.q8.data') });
+  });
+
+  it('rejects a changed weights file of the 8-bit graph', async () => {
+    const broken = join(dir, 'changed-data');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    const data = readFileSync(join(broken, 'onnx', 'model.step.q8.data'));
+    const middle = data.length >> 1;
+    data[middle] = data[middle]! ^ 0xff;
+    writeFileSync(join(broken, 'onnx', 'model.step.q8.data'), data);
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('quantize the graph again') });
+  });
+
   it.each([
     ['maxBatchSize 0', { maxBatchSize: 0 }],
     ['maxQueuedRequests NaN', { maxQueuedRequests: Number.NaN }],

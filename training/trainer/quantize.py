@@ -28,11 +28,17 @@ that table once:
 An untied LM head is quantized like any other weight with --lm-head quantized
 and left alone otherwise.
 
-The output embeds all its weights, so it does not depend on model.onnx. It
-keeps the input's metadata, including sanfang.weights_sha256 (the engine loads
-a step graph only when that matches model.onnx), and adds sanfang.quantization.
+The output does not depend on model.onnx. It embeds its weights, or with
+--weights-from reads them by offset from another file of its folder and
+records that file's name and sha256 (sanfang.data_file, sanfang.data_sha256),
+which the engine checks at load. A file that already contains the same bytes is
+reused, so a graph whose structure changes but whose weights do not adds no
+second copy of them to the repository. The output keeps the input's metadata,
+including sanfang.weights_sha256 (the engine loads a step graph only when that
+matches model.onnx), and adds sanfang.quantization.
 
-The two graphs in models/sanfang-moe-v0/onnx were written with:
+The 4-bit graph (not committed) and the 8-bit graph in
+models/sanfang-moe-v0/onnx were written with:
 
     /usr/bin/python3 training/trainer/quantize.py \\
         models/sanfang-moe-v0/onnx/model.step.onnx \\
@@ -40,7 +46,10 @@ The two graphs in models/sanfang-moe-v0/onnx were written with:
     /usr/bin/python3 training/trainer/quantize.py \\
         models/sanfang-moe-v0/onnx/model.step.onnx \\
         models/sanfang-moe-v0/onnx/model.step.q8.onnx --bits 8 --block-size 128 \\
-        --lm-head quantized
+        --lm-head quantized --weights-from models/sanfang-moe-v0/onnx/model.step.q8.data
+
+model.step.q8.data is the earlier 8-bit graph file, whose quantized weights are
+the same bytes. After a retrain, delete it first, and the command writes a new one.
 
 The 8-bit graph quantizes the tied LM head because a float32 embedding table
 (3 MB) would take it past 10 MB. training/check/quant-bench.mjs compares their
@@ -50,6 +59,7 @@ speed and greedy output with the float32 graph.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,10 +455,50 @@ def embed_external_data(model: onnx.ModelProto) -> None:
             del tensor.external_data[:]
 
 
+DATA_FILE_KEY = "sanfang.data_file"
+DATA_SHA256_KEY = "sanfang.data_sha256"
+# Scalars and shape vectors stay in the graph even when their bytes occur in the data file.
+MIN_SHARED_BYTES = 1024
+
+
+def share_weights(model: onnx.ModelProto, data_path: Path) -> Tuple[int, int]:
+    """Point every initializer whose bytes occur in data_path at that offset instead of embedding it.
+
+    data_path must sit in the output graph's folder. Any occurrence works, because
+    the bytes there are identical. Returns (shared, embedded) initializer counts.
+    """
+    data = data_path.read_bytes()
+    shared = embedded = 0
+    for tensor in model.graph.initializer:
+        raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+        offset = data.find(raw) if len(raw) >= MIN_SHARED_BYTES else -1
+        if offset < 0:
+            embedded += 1
+            continue
+        if not tensor.HasField("raw_data"):
+            array = numpy_helper.to_array(tensor)
+            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+            tensor.external_data.add(key=key, value=value)
+        shared += 1
+    return shared, embedded
+
+
+def write_weights(model: onnx.ModelProto, data_path: Path) -> None:
+    """Write the raw bytes of every initializer of MIN_SHARED_BYTES or more, one after another, to data_path."""
+    with data_path.open("wb") as out:
+        for tensor in model.graph.initializer:
+            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+            if len(raw) >= MIN_SHARED_BYTES:
+                out.write(raw)
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", type=Path, help="ONNX graph to quantize, whose external data is read relative to its folder")
-    parser.add_argument("output", type=Path, help="quantized ONNX graph to write, with its weights embedded")
+    parser.add_argument("output", type=Path, help="quantized ONNX graph to write, with its weights embedded unless --weights-from is given")
     parser.add_argument("--bits", type=int, choices=[4, 8], default=4, help="bits per weight (default 4)")
     parser.add_argument("--block-size", type=int, choices=[16, 32, 64, 128, 256], default=32, help="weights per scale along K (default 32)")
     parser.add_argument("--zero-points", action="store_true", help="store a zero point per block instead of the symmetric 2^(bits-1)")
@@ -464,6 +514,13 @@ def main(argv: List[str]) -> int:
     )
     parser.add_argument("--lm-head", choices=["fp32", "quantized"], default="fp32", help="keep the LM head (and a tied embedding) float32 or quantize it (default fp32)")
     parser.add_argument("--min-elements", type=int, default=16384, help="weights with fewer values stay float32 (default 16384)")
+    parser.add_argument(
+        "--weights-from",
+        type=Path,
+        help="a file in the output's folder that the output reads its weights from by offset instead of embedding "
+        "them; an existing file (such as an earlier quantized graph of the same weights) is reused where its bytes "
+        "match, and a missing one is written with the weights",
+    )
     args = parser.parse_args(argv)
 
     if not args.input.is_file():
@@ -480,7 +537,20 @@ def main(argv: List[str]) -> int:
     onnx.checker.check_model(model)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(args.output))
+    if args.weights_from is not None:
+        if args.weights_from.resolve().parent != args.output.resolve().parent:
+            parser.error(f"--weights-from {args.weights_from} must be in the output's folder {args.output.parent}")
+        if not args.weights_from.exists():
+            write_weights(model, args.weights_from)
+        shared, embedded = share_weights(model, args.weights_from)
+        metadata[DATA_FILE_KEY] = args.weights_from.name
+        metadata[DATA_SHA256_KEY] = hashlib.sha256(args.weights_from.read_bytes()).hexdigest()
+        onnx.helper.set_model_props(model, metadata)
+        print(f"{shared} initializers read from {args.weights_from.name}, {embedded} embedded")
+    # Serialise directly: onnx.save would write external tensors' data back into their file.
+    args.output.write_bytes(model.SerializeToString())
+    if args.weights_from is not None:
+        onnx.checker.check_model(str(args.output))
     for weight, outcome in report:
         print(f"{weight}: {outcome}")
     size_mb = args.output.stat().st_size / 1e6

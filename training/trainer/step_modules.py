@@ -139,18 +139,20 @@ class StepAttention(nn.Module):
         new_key = k.transpose(1, 2)
         new_value = v.transpose(1, 2)
 
-        # Query head h reads KV head h // group_size, so the group folds into
-        # the query rows: row g * seq + s of KV head j is query head
-        # j * group_size + g at position s.
-        q = (q * self.scale).transpose(1, 2).reshape(batch, self.num_kv_heads, self.group_size * seq, self.head_dim)
+        # Query head h reads KV head h // group_size. The group is a broadcast
+        # axis of its own, [batch, kv_heads, group, seq, head_dim], so a decode
+        # step multiplies one query row per head. MLAS runs a one-row product
+        # without packing the keys. Folding the group into the rows (two rows)
+        # made it pack the keys of every row and head first.
+        q = (q * self.scale).transpose(1, 2).reshape(batch, self.num_kv_heads, self.group_size, seq, self.head_dim)
         # ONNX Runtime fuses the transpose of the past keys into the MatMul
         # (FusedMatMul with transB), so they are read in place.
-        past_scores = torch.matmul(q, past_key.transpose(2, 3))
-        new_scores = torch.matmul(q, new_key.transpose(2, 3))
+        past_scores = torch.matmul(q, past_key.unsqueeze(2).transpose(3, 4))
+        new_scores = torch.matmul(q, new_key.unsqueeze(2).transpose(3, 4))
         probs = torch.softmax(torch.cat([past_scores, new_scores], dim=-1) + bias, dim=-1)
-        context = torch.matmul(probs[..., :past_length], past_value) + torch.matmul(probs[..., past_length:], new_value)
+        context = torch.matmul(probs[..., :past_length], past_value.unsqueeze(2)) + torch.matmul(probs[..., past_length:], new_value.unsqueeze(2))
 
-        # [batch, kv_heads, group * seq, head_dim] is [batch, heads, seq, head_dim].
+        # [batch, kv_heads, group, seq, head_dim] is [batch, heads, seq, head_dim].
         context = context.view(batch, self.num_heads, seq, self.head_dim).transpose(1, 2)
         context = context.reshape(-1, self.num_heads * self.head_dim)
         return torch.matmul(context, self.o_weight), new_key, new_value, last_query
@@ -332,8 +334,12 @@ class GroupedStepMoe(nn.Module):
             expert_counts = counts[: self.num_experts]
             dropped = (expert_counts - expert_counts.clamp(max=self.capacity)).sum().to(x.dtype)
 
+        # Every token has exactly top_k slots, so the inverse permutation puts
+        # the weighted outputs back in slot order and a sum over each token's
+        # slots mixes them: a Gather and a ReduceSum instead of a scatter-add.
         routed = torch.cat(outputs, dim=0) * sorted_weights[:, None]
-        output = torch.zeros_like(x).scatter_add(0, sorted_tokens[:, None].expand(-1, self.hidden_size), routed)
+        inverse = torch.argsort(order)
+        output = routed.index_select(0, inverse).view(-1, self.top_k, self.hidden_size).sum(dim=1)
         return output, counts.to(x.dtype), dropped
 
 
@@ -389,9 +395,8 @@ class StepDecoder(nn.Module):
         batch, seq = input_ids.shape[0], input_ids.shape[1]
         past_length = past_flat[0].shape[2]
         cos, sin = self.rotary(position_ids)
-        # [batch, 1, group * seq, past + seq]: the bias row of each folded
-        # query row, broadcast over the KV heads.
-        bias = attention_bias.clamp(min=MASK_FLOOR).repeat(1, self.group_size, 1)[:, None]
+        # [batch, 1, 1, seq, past + seq], broadcast over the KV heads and the group.
+        bias = attention_bias.clamp(min=MASK_FLOOR)[:, None, None]
         x = F.embedding(input_ids.reshape(-1), self.embed_weight)
 
         new_keys_values: List[torch.Tensor] = []
