@@ -287,8 +287,12 @@ export class Engine implements TextGenerator {
     if (!isCount(settings.maxBatchSize, 1, 1024)) problems.push('maxBatchSize must be an integer from 1 to 1024');
     if (!isCount(settings.maxQueuedRequests, 0)) problems.push('maxQueuedRequests must be a non-negative integer');
     if (!Number.isInteger(chunk) || chunk < 1) problems.push('prefillChunkTokens must be a positive integer');
-    if (attendedBudget(sparse) + Math.max(chunk, headroom * 2) > model.maxContextTokens) {
-      problems.push(`the attended budget ${attendedBudget(sparse)} plus a prefill chunk of ${chunk} exceeds the model's ${model.maxContextTokens} trained positions`);
+    const room = Math.max(chunk, headroom * 2);
+    if (attendedBudget(sparse) + room > model.maxContextTokens) {
+      problems.push(
+        `the attended budget ${attendedBudget(sparse)} plus ${room} new tokens (the larger of prefillChunkTokens ${chunk} and ${headroom * 2} decode tokens) ` +
+          `exceeds the model's ${model.maxContextTokens} trained positions`,
+      );
     }
     if (!(settings.kvBudgetBytes > 0)) problems.push('kvBudgetBytes must be positive');
     if (!isCount(settings.maxContextTokens, 1, Number.MAX_SAFE_INTEGER)) problems.push('maxContextTokens must be a positive integer');
@@ -803,14 +807,26 @@ export class Engine implements TextGenerator {
         sequence.onText?.(delta);
       }
     }
+    // onText may have aborted the request, which settled it.
+    if (sequence.settled) return;
 
     const atLength = sequence.generated.length >= sequence.maxNewTokens;
     const overflow = sequence.cache.length + 1 >= this.maxContextTokens;
     if (ended || stopHit || atLength || overflow) {
+      // Text the decoder still holds back (complete characters before a cut one) is final now.
+      if (!stopHit) {
+        sequence.pending += sequence.decoder.flush(sequence.generated);
+        const stopAt = firstStop(sequence.pending, sequence.stop);
+        if (stopAt !== -1) {
+          sequence.pending = sequence.pending.slice(0, stopAt);
+          stopHit = true;
+        }
+      }
       if (sequence.pending) {
         sequence.text += sequence.pending;
         sequence.onText?.(sequence.pending);
         sequence.pending = '';
+        if (sequence.settled) return;
       }
       this.counters.completed++;
       this.settle(sequence, {

@@ -66,4 +66,17 @@ export class StreamDecoder {
     this.prefixText = this.prefixOffset === this.readOffset ? '' : undefined;
     return delta;
   }
+
+  /**
+   * Returns the text that `push` still holds back, for when the output ends. A character cut
+   * off at the end decodes to U+FFFD, which is dropped, so complete characters before it are kept.
+   */
+  flush(ids: readonly number[]): string {
+    if (this.prefixOffset >= ids.length) return '';
+    const prefix = (this.prefixText ??= this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset)));
+    const text = this.tokenizer.decode(ids.slice(this.prefixOffset)).replace(/\uFFFD+$/, '');
+    this.prefixOffset = this.readOffset = ids.length;
+    this.prefixText = '';
+    return text.length > prefix.length ? text.slice(prefix.length) : '';
+  }
 }

@@ -38,11 +38,32 @@ describe('replaceReadmeBlock', () => {
     expect(readFileSync(file, 'utf8')).toBe(text);
   });
 
-  it('ignores a closing marker before the opening one', () => {
-    const text = `<!-- /${key} -->\n<!-- ${key} -->\n`;
-    const file = readmeWith(text);
+  it('rejects markers out of order or repeated', () => {
+    for (const text of [`<!-- /${key} -->\n<!-- ${key} -->\n`, `<!-- ${key} -->\n<!-- /${key} -->\n<!-- ${key} -->\n<!-- /${key} -->\n`, `<!-- ${key} -->\n`]) {
+      const file = readmeWith(text);
+      expect(() => replaceReadmeBlock(file, key, 'written')).toThrow(/must have one/);
+      expect(readFileSync(file, 'utf8')).toBe(text);
+    }
+  });
 
-    expect(replaceReadmeBlock(file, key, 'written')).toBe(false);
-    expect(readFileSync(file, 'utf8')).toBe(text);
+  it('ignores a marker quoted inside a line', () => {
+    const file = readmeWith(`Tables go between \`<!-- ${key} -->\` lines.\n\n## Numbers\n<!-- ${key} -->\nold\n<!-- /${key} -->\n`);
+
+    replaceReadmeBlock(file, key, 'new');
+
+    expect(readFileSync(file, 'utf8')).toBe(`Tables go between \`<!-- ${key} -->\` lines.\n\n## Numbers\n<!-- ${key} -->\nnew\n<!-- /${key} -->\n`);
+  });
+
+  it('keeps CRLF line endings', () => {
+    const file = readmeWith(`a\r\n<!-- ${key} -->\r\nold\r\n<!-- /${key} -->\r\nb\r\n`);
+
+    replaceReadmeBlock(file, key, 'one\ntwo');
+
+    expect(readFileSync(file, 'utf8')).toBe(`a\r\n<!-- ${key} -->\r\none\r\ntwo\r\n<!-- /${key} -->\r\nb\r\n`);
+  });
+
+  it('rejects tables that contain the markers', () => {
+    const file = readmeWith(`<!-- ${key} -->\n<!-- /${key} -->\n`);
+    expect(() => replaceReadmeBlock(file, key, `x\n<!-- /${key} -->`)).toThrow(/contain/);
   });
 });

@@ -215,6 +215,26 @@ describe('Engine cancellation', () => {
     expect(engine.stats().running).toBe(0);
   });
 
+  it('counts a request aborted from its last onText once', async () => {
+    const before = engine.stats();
+    const controller = new AbortController();
+    const deltas: string[] = [];
+    const outcome = engine.generate({
+      prompt: prompts[0]!,
+      maxNewTokens: 1,
+      signal: controller.signal,
+      onText: (delta) => {
+        deltas.push(delta);
+        controller.abort();
+      },
+    });
+    await expect(outcome).rejects.toMatchObject({ code: 'aborted' });
+    const after = engine.stats();
+    expect(after.aborted - before.aborted).toBe(1);
+    expect(after.completed - before.completed).toBe(0);
+    expect(deltas.length).toBeLessThanOrEqual(1);
+  });
+
   it('survives a storm of aborts', async () => {
     const requests = Array.from({ length: 8 }, (_, i) => {
       const controller = new AbortController();

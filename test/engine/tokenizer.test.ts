@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { readModelDir } from '../../engine/model-dir.ts';
+import { tokenVocabulary } from '../../engine/constrained/index.ts';
 import { StreamDecoder, TextTokenizer } from '../../engine/tokenizer.ts';
 import { defaultModelDir } from '../support/model.ts';
 
@@ -17,5 +18,27 @@ describe('StreamDecoder', () => {
     for (let count = 1; count <= ids.length; count++) pieces.push(decoder.push(ids.slice(0, count)));
     expect(pieces.join('')).toBe(tokenizer.decode(ids));
     expect(pieces.every((piece) => !piece.includes('\uFFFD'))).toBe(true);
+  });
+
+  it('flushes complete characters held before a cut one', () => {
+    // A token whose bytes are whole characters followed by the start of another.
+    const vocabulary = tokenVocabulary(tokenizer);
+    const strict = new TextDecoder('utf-8', { fatal: true });
+    const id = vocabulary.tokenBytes.findIndex((bytes) => {
+      if (bytes === undefined) return false;
+      try {
+        strict.decode(bytes);
+        return false;
+      } catch {
+        return !new TextDecoder().decode(bytes).startsWith('\uFFFD');
+      }
+    });
+    expect(id).toBeGreaterThanOrEqual(0);
+    const whole = new TextDecoder().decode(vocabulary.tokenBytes[id]!).replace(/\uFFFD+$/, '');
+
+    const decoder = new StreamDecoder(tokenizer);
+    expect(decoder.push([id])).toBe('');
+    expect(decoder.flush([id])).toBe(whole);
+    expect(decoder.flush([id])).toBe('');
   });
 });
