@@ -34,7 +34,7 @@ const program = new Command()
   )
   .option('--graph <file>', "graph under the model's onnx/ folder for the throughput and context runs; 'auto' picks as the runtime does", 'auto')
   .option('--no-peer', 'skip transformers.js')
-  .option('--no-readme', "leave the READMEs' benchmark tables alone")
+  .option('--no-readme', "leave the READMEs' benchmark tables alone (runs with other settings than the defaults, --threads apart, never write them)")
   .parse();
 
 const cliOptions = program.opts<Record<string, string | boolean>>();
@@ -545,7 +545,7 @@ const tableWords: Record<'en' | 'zh', TableWords> = {
   en: {
     measured: () =>
       `Measured on ${machine}, commit ${commit}; ${options.newTokens} new tokens per request, greedy, end token ${options.stopAtEnd ? 'stops a request' : 'ignored'}, ` +
-      `${options.threads} intra-op thread(s), medians of ${options.repeats} repeats; graph ${graphName} except in the transformers.js comparison.`,
+      `${options.threads} intra-op thread(s), ${options.repeats === 1 ? 'one run' : `medians of ${options.repeats} repeats`}; graph ${graphName} except in the transformers.js comparison.`,
     levels: '| concurrent requests | batched tokens/s | one at a time tokens/s | ratio | decode call, batched / one at a time | decode gain per row | batched text = one-at-a-time text |',
     peerHeader: `| ${options.peerConcurrency} concurrent requests | tokens/s | first token p50 / p95 | inter-token p50 / p95 | greedy text = engine's |`,
     engineRow: 'Sanfang engine, fp32 step graph',
@@ -560,7 +560,7 @@ const tableWords: Record<'en' | 'zh', TableWords> = {
   zh: {
     measured: () =>
       `测量环境：${machine}，提交 ${commit}；每个请求 ${options.newTokens} 个新 token，贪心解码，结束符${options.stopAtEnd ? '结束请求' : '被忽略'}，` +
-      `${options.threads} 个算子内线程，取 ${options.repeats} 次重复的中位数；除与 transformers.js 的对比外均使用 ${graphName}。`,
+      `${options.threads} 个算子内线程，${options.repeats === 1 ? '运行一次' : `取 ${options.repeats} 次重复的中位数`}；除与 transformers.js 的对比外均使用 ${graphName}。`,
     levels: '| 并发请求数 | 批处理 token/秒 | 逐个处理 token/秒 | 之比 | 单次解码调用：批处理 / 逐个 | 每行解码收益 | 批处理输出 = 逐个输出 |',
     peerHeader: `| ${options.peerConcurrency} 个并发请求 | token/秒 | 首 token p50 / p95 | token 间隔 p50 / p95 | 贪心输出与引擎一致 |`,
     engineRow: '三方引擎，fp32 步进图',
@@ -613,7 +613,13 @@ function tables(words: TableWords): string[] {
 }
 
 console.log(['', ...tables(tableWords.en), `wrote ${file}`].join('\n'));
-if (options.readme) {
+// A shorter or otherwise changed run would replace the published tables with partial ones.
+const changed = program.options
+  .map((option) => option.attributeName())
+  .filter((name) => !['threads', 'readme'].includes(name) && program.getOptionValueSource(name) !== 'default');
+if (options.readme && changed.length > 0) {
+  console.log(`left the README tables alone: only runs with the default settings (apart from --threads) write them, and this one set ${changed.join(', ')}`);
+} else if (options.readme) {
   // One block per thread count, so runs at 1 and 2 threads both stay published.
   const key = `bench:engine threads=${options.threads}`;
   for (const [readme, words] of [['README.md', tableWords.en], ['README.zh-CN.md', tableWords.zh]] as const) {

@@ -308,7 +308,8 @@ export class Engine implements TextGenerator {
       throw new EngineError(
         'invalid_request',
         `invalid engine options: kvBudgetBytes ${settings.kvBudgetBytes} leaves nothing for sequences after the decode batch's slot buffers of ` +
-          `${settings.batchBufferReserveBytes} bytes (maxBatchSize ${settings.maxBatchSize} rows of up to ${slots} tokens); raise kvBudgetBytes or lower maxBatchSize`,
+          `${settings.batchBufferReserveBytes} bytes (maxBatchSize ${settings.maxBatchSize} rows of up to ${slots} tokens); ` +
+          `raise kvBudgetBytes to at least ${Math.floor(settings.batchBufferReserveBytes / 1024 ** 2) + 1} MiB or lower maxBatchSize`,
       );
     }
     return settings;

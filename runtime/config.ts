@@ -1,5 +1,6 @@
 /** Runtime configuration: every default in one place, validated at start-up. */
 import { z } from 'zod';
+import type { EngineOptions } from '../engine/engine.ts';
 import { toolLimitsSchema } from '../tools/limits.ts';
 
 export const configSchema = z.object({
@@ -62,6 +63,8 @@ const environmentKeys: Record<string, keyof Config> = {
   SANFANG_REMOTE_API_KEY: 'remoteApiKey',
   SANFANG_REMOTE_API: 'remoteApi',
   SANFANG_ENGINE_THREADS: 'engineThreads',
+  SANFANG_ENGINE_MAX_BATCH_SIZE: 'engineMaxBatchSize',
+  SANFANG_ENGINE_MAX_QUEUED_REQUESTS: 'engineMaxQueuedRequests',
   SANFANG_ENGINE_KV_BUDGET_MB: 'engineKvBudgetMb',
   SANFANG_ENGINE_MAX_CONTEXT_TOKENS: 'engineMaxContextTokens',
   SANFANG_ENGINE_PREFILL_CHUNK_TOKENS: 'enginePrefillChunkTokens',
@@ -87,8 +90,25 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env, overrid
     })
     .safeParse({ ...values, ...overrides });
   if (!parsed.success) {
-    const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    // Name the environment variable that sets each key, which is what an operator can change.
+    const variableOf = (key: PropertyKey) => Object.entries(environmentKeys).find(([variable, name]) => name === key && variable !== 'PORT')?.[0];
+    const detail = parsed.error.issues.map((i) => `${variableOf(i.path[0] ?? '') ?? i.path.join('.')}: ${i.message}`).join('; ');
     throw new Error(`invalid configuration: ${detail}`);
   }
   return parsed.data;
+}
+
+/** The local engine's options from the configuration, shared by the server and the simulator. */
+export function engineOptions(config: Config): EngineOptions {
+  return {
+    modelDir: config.modelDir,
+    executionProvider: config.executionProvider,
+    intraOpThreads: config.engineThreads,
+    maxBatchSize: config.engineMaxBatchSize,
+    maxQueuedRequests: config.engineMaxQueuedRequests,
+    kvBudgetBytes: config.engineKvBudgetMb * 1024 * 1024,
+    maxContextTokens: config.engineMaxContextTokens,
+    prefillChunkTokens: config.enginePrefillChunkTokens,
+    sparseAttention: { sinkTokens: config.engineSinkTokens, windowTokens: config.engineWindowTokens, selectedTokens: config.engineSelectedTokens },
+  };
 }

@@ -3,18 +3,23 @@
  * the default model into the shared engine, resumes open cases and serves the chat page.
  */
 import { Engine, type TextGenerator } from '../engine/engine.ts';
+import { isEngineError } from '../engine/errors.ts';
 import { OpenAiCompatibleGenerator } from '../engine/remote/openai-backend.ts';
 import { CaseService } from './case-service.ts';
-import { loadConfig } from './config.ts';
+import { engineOptions, loadConfig } from './config.ts';
 import { log } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { ChatServer } from './server.ts';
 import { openStore } from './store/db.ts';
 import { seedDemoData } from './store/seed.ts';
 
-const config = loadConfig();
-const store = openStore(config.dbPath);
-if (seedDemoData(store.db, Date.now())) log.info({ dbPath: config.dbPath }, 'seeded demo data');
+let config: ReturnType<typeof loadConfig>;
+try {
+  config = loadConfig();
+} catch (error) {
+  log.fatal((error as Error).message);
+  process.exit(2);
+}
 
 let localEngine: Engine | undefined;
 const metrics = createMetrics(() => localEngine?.stats());
@@ -29,20 +34,19 @@ if (config.engineBackend === 'remote') {
   });
   log.info({ baseUrl: config.remoteBaseUrl, model: config.remoteModel }, 'using the remote engine');
 } else {
-  engine = localEngine = await Engine.load({
-    modelDir: config.modelDir,
-    executionProvider: config.executionProvider,
-    intraOpThreads: config.engineThreads,
-    maxBatchSize: config.engineMaxBatchSize,
-    maxQueuedRequests: config.engineMaxQueuedRequests,
-    kvBudgetBytes: config.engineKvBudgetMb * 1024 * 1024,
-    maxContextTokens: config.engineMaxContextTokens,
-    prefillChunkTokens: config.enginePrefillChunkTokens,
-    sparseAttention: { sinkTokens: config.engineSinkTokens, windowTokens: config.engineWindowTokens, selectedTokens: config.engineSelectedTokens },
-    observer: metrics.engineObserver,
-  });
+  try {
+    engine = localEngine = await Engine.load({ ...engineOptions(config), observer: metrics.engineObserver });
+  } catch (error) {
+    // Fail before the database is created or seeded, with the variables to change.
+    if (!isEngineError(error)) throw error;
+    log.fatal({ code: error.code, modelDir: config.modelDir }, `the engine failed to load: ${error.message}; the engine options come from the SANFANG_ENGINE_* variables (see README.md)`);
+    process.exit(1);
+  }
   log.info({ modelDir: config.modelDir, graph: localEngine.graphPath, executionProvider: config.executionProvider }, 'engine loaded');
 }
+
+const store = openStore(config.dbPath);
+if (seedDemoData(store.db, Date.now())) log.info({ dbPath: config.dbPath }, 'seeded demo data');
 
 const observe = (role: string, result: { status: string; latencyMs: number; reason?: string }) => {
   metrics.agentTurns.inc({ role, outcome: result.status === 'fallback' ? (result.reason ?? 'fallback') : result.status });

@@ -16,7 +16,8 @@ export interface Metrics {
  */
 export function createMetrics(engineStats?: () => EngineStats | undefined): Metrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sanfang_process_' });
+  // The default metric names already start with process_ or nodejs_.
+  collectDefaultMetrics({ register: registry, prefix: 'sanfang_' });
 
   const agentTurns = new Counter({
     name: 'sanfang_agent_turns_total',

@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import { Engine } from '../engine/engine.ts';
-import { loadConfig } from '../runtime/config.ts';
+import { engineOptions, loadConfig } from '../runtime/config.ts';
 import { log } from '../runtime/log.ts';
 import { loadScenario, ScenarioError } from './scenario.ts';
 import { simulate, type SimulationReport } from './simulator.ts';
@@ -50,7 +50,7 @@ try {
   throw error;
 }
 
-const engine = await Engine.load({ modelDir: options.modelDir ?? config.modelDir, intraOpThreads: config.engineThreads });
+const engine = await Engine.load({ ...engineOptions(config), modelDir: options.modelDir ?? config.modelDir });
 const reports: SimulationReport[] = [];
 for (const { scenario } of scenarios) reports.push(await simulate(scenario, { engine }));
 await engine.close();

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../runtime/config.ts';
+import { engineOptions, loadConfig } from '../../runtime/config.ts';
 
 describe('loadConfig', () => {
   it('uses the embedded defaults', () => {
@@ -26,11 +26,30 @@ describe('loadConfig', () => {
   });
 
   it('rejects sink tokens off the page size', () => {
-    expect(() => loadConfig({ SANFANG_ENGINE_SINK_TOKENS: '40' })).toThrow(/engineSinkTokens/);
+    expect(() => loadConfig({ SANFANG_ENGINE_SINK_TOKENS: '40' })).toThrow(/SANFANG_ENGINE_SINK_TOKENS/);
   });
 
   it('rejects an invalid port', () => {
-    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/port/);
+    expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/SANFANG_PORT/);
+  });
+
+  it('passes every engine setting to the engine', () => {
+    const config = loadConfig({
+      SANFANG_ENGINE_MAX_BATCH_SIZE: '8',
+      SANFANG_ENGINE_MAX_QUEUED_REQUESTS: '32',
+      SANFANG_ENGINE_KV_BUDGET_MB: '300',
+      SANFANG_ENGINE_PREFILL_CHUNK_TOKENS: '128',
+      SANFANG_ENGINE_WINDOW_TOKENS: '96',
+      SANFANG_EXECUTION_PROVIDER: 'cuda',
+    });
+    expect(engineOptions(config)).toMatchObject({
+      maxBatchSize: 8,
+      maxQueuedRequests: 32,
+      kvBudgetBytes: 300 * 1024 * 1024,
+      prefillChunkTokens: 128,
+      executionProvider: 'cuda',
+      sparseAttention: { sinkTokens: 64, windowTokens: 96, selectedTokens: 256 },
+    });
   });
 
   it('requires a URL for the remote backend', () => {
