@@ -21,7 +21,7 @@ export function createMetrics(engineStats?: () => EngineStats | undefined): Metr
 
   const agentTurns = new Counter({
     name: 'sanfang_agent_turns_total',
-    help: 'Agent turns by role and outcome: ok, or the fallback reason',
+    help: "Agent turns by role and the agent's outcome: ok (a valid turn, which the case may still replace when it does not fit the order's facts) or the fallback reason",
     labelNames: ['role', 'outcome'] as const,
     registers: [registry],
   });
