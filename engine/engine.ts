@@ -773,7 +773,14 @@ export class Engine implements TextGenerator {
     if (constraint.fitsAfter(token, room)) return token;
     const completion = constraint.completion();
     // Without a completion that fits, the sampled token is kept and the output may be cut.
-    if (completion === undefined || completion.length === 0 || completion.length > room + 1) return token;
+    if (completion === undefined || completion.length > room + 1) return token;
+    if (completion.length === 0) {
+      // The value may end here (a number that could take more digits), so it ends now.
+      const end = this.endTokenIds[0];
+      if (end === undefined) return token;
+      sequence.forced = [];
+      return end;
+    }
     sequence.forced = completion.slice(1);
     return completion[0]!;
   }
@@ -790,7 +797,8 @@ export class Engine implements TextGenerator {
     sequence.lastTokenAt = now;
     this.counters.generatedTokens++;
 
-    let ended = this.endIds.has(token);
+    // An end token that the engine chose to close a value ends the request even when end tokens do not.
+    let ended = this.endIds.has(token) || (sequence.forced !== undefined && this.endTokenIds.includes(token));
     let stopHit = false;
     if (!ended) {
       sequence.constraint?.accept(token);

@@ -128,10 +128,16 @@ export function checkStepGraph(model: ModelFiles, stepPath: string): void {
 
   const dataFile = metadataValue(graph, 'sanfang.data_file');
   if (dataFile === undefined) return;
-  const dataPath = join(dirname(stepPath), basename(dataFile));
+  if (dataFile !== basename(dataFile)) throw new EngineError('model_load_failed', `${stepPath} names a data file outside its folder (${dataFile}); quantize the graph again`);
+  const dataPath = join(dirname(stepPath), dataFile);
   if (!existsSync(dataPath)) throw new EngineError('model_load_failed', `model file is missing: ${dataPath}, which ${stepPath} reads its weights from`);
   const recordedData = metadataValue(graph, 'sanfang.data_sha256');
-  const actualData = fileSha256(dataPath);
+  let actualData: string;
+  try {
+    actualData = fileSha256(dataPath);
+  } catch (cause) {
+    throw new EngineError('model_load_failed', `cannot read ${dataPath}, which ${stepPath} reads its weights from: ${(cause as Error).message}`, { cause });
+  }
   if (recordedData !== actualData) {
     throw new EngineError(
       'model_load_failed',
@@ -155,10 +161,13 @@ function metadataValue(graph: Buffer, key: string): string | undefined {
 
 const digests = new Map<string, { key: string; digest: string }>();
 
-/** Returns a file's sha256, reusing the last digest while its size and modification time stay the same. */
+/**
+ * Returns a file's sha256, reusing the last digest while its size, modification time and change
+ * time stay the same. Writing a file updates its change time, which `touch` cannot set back.
+ */
 function fileSha256(path: string): string {
   const stats = statSync(path);
-  const key = `${stats.size}:${stats.mtimeMs}`;
+  const key = `${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
   const known = digests.get(path);
   if (known?.key === key) return known.digest;
   const digest = createHash('sha256').update(readFileSync(path)).digest('hex');

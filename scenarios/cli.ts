@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import { Engine } from '../engine/engine.ts';
+import { isEngineError } from '../engine/errors.ts';
 import { engineOptions, loadConfig } from '../runtime/config.ts';
 import { log } from '../runtime/log.ts';
 import { loadScenario, ScenarioError } from './scenario.ts';
@@ -37,7 +38,13 @@ const program = new Command()
 const options = program.opts<{ modelDir?: string; json?: boolean }>();
 // The transcript is the output here; per-turn logs are shown only when asked for.
 log.level = process.env.SANFANG_LOG_LEVEL ?? 'warn';
-const config = loadConfig();
+let config: ReturnType<typeof loadConfig>;
+try {
+  config = loadConfig();
+} catch (error) {
+  console.error((error as Error).message);
+  process.exit(2);
+}
 
 let scenarios;
 try {
@@ -50,7 +57,14 @@ try {
   throw error;
 }
 
-const engine = await Engine.load({ ...engineOptions(config), modelDir: options.modelDir ?? config.modelDir });
+let engine: Engine;
+try {
+  engine = await Engine.load({ ...engineOptions(config), modelDir: options.modelDir ?? config.modelDir });
+} catch (error) {
+  if (!isEngineError(error)) throw error;
+  console.error(`error [${error.code}]: the engine failed to load: ${error.message}; the engine options come from the SANFANG_ENGINE_* variables (see README.md)`);
+  process.exit(1);
+}
 const reports: SimulationReport[] = [];
 for (const { scenario } of scenarios) reports.push(await simulate(scenario, { engine }));
 await engine.close();

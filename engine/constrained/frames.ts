@@ -36,7 +36,7 @@ export type StringMode = (typeof StringMode)[keyof typeof StringMode];
 export interface StringFrame {
   readonly kind: 'string';
   readonly node: StringNode;
-  /** Decoded length so far in UTF-16 code units, counting a character at its first byte. */
+  /** Decoded length so far in code points, as zod 4 counts it, counting a character at its first byte. */
   readonly length: number;
   readonly mode: StringMode;
   /** UTF-8 continuation bytes still expected for the current character, and the range of the next one. */

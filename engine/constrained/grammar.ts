@@ -15,7 +15,7 @@ export interface LiteralNode {
   readonly alternatives: readonly Uint8Array[];
 }
 
-/** Any JSON string whose decoded length, in UTF-16 code units as zod counts it, is within the bounds. */
+/** Any JSON string whose decoded length in code points (zod 4.6 counts code points) is within the bounds. */
 export interface StringNode {
   readonly kind: 'string';
   readonly id: number;

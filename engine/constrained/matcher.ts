@@ -236,7 +236,7 @@ function feedString(stack: Stack, frame: StringFrame, value: number, out: Stack[
     return;
   }
   if (frame.pending === 0 && value === byte.backslash) {
-    // Every escape decodes to one UTF-16 code unit, so it is counted here.
+    // Every escape decodes to one code point (surrogate escapes are rejected), so it is counted here.
     if (frame.length + 1 <= maxLength) out.push(replaceTop(stack, { ...frame, mode: StringMode.Escape, length: frame.length + 1 }));
     return;
   }

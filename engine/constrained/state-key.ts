@@ -5,9 +5,8 @@ import { maxNumberDigits } from './grammar.ts';
 /**
  * Returns a key under which states accept the same byte sequences of up to `horizon` bytes and
  * allow the end token after the same ones. Budgets of length and count above `horizon` + 1 share
- * one key, because n bytes use at most n + 1 units of any budget. The extra unit comes from the
- * lead byte of a 4-byte character, which counts both of its UTF-16 units. Pass Infinity for an
- * exact key.
+ * one key, because n bytes use at most n units of any budget, which leaves one unit to spare.
+ * Pass Infinity for an exact key.
  */
 export function stateKey(state: MatcherState, horizon: number): string {
   const keys = state.map((stack) => stackKey(stack, horizon));

@@ -1,4 +1,4 @@
-/** Scanning of unescaped JSON string text: well-formed UTF-8 and its length in UTF-16 code units. */
+/** Scanning of unescaped JSON string text: well-formed UTF-8 and its length in code points, as zod 4 counts string length. */
 const quoteByte = 0x22;
 const backslashByte = 0x5c;
 
@@ -35,8 +35,8 @@ export function advanceStringText(from: Readonly<StringCursor>, maxLength: numbe
   }
 
   const lead = utf8Leads[value];
-  if (lead === undefined || from.length + lead.units > maxLength) return false;
-  to.length = from.length + lead.units;
+  if (lead === undefined || from.length + 1 > maxLength) return false;
+  to.length = from.length + 1;
   to.pending = lead.pending;
   to.low = lead.low;
   to.high = lead.high;
@@ -50,8 +50,6 @@ interface Utf8Lead {
   /** Range of the first continuation byte, which rules out overlong forms and surrogates. */
   readonly low: number;
   readonly high: number;
-  /** UTF-16 code units of the character: 2 for characters outside the Basic Multilingual Plane. */
-  readonly units: number;
 }
 
 /**
@@ -59,13 +57,13 @@ interface Utf8Lead {
  * overlong forms, surrogates and code points above U+10FFFF.
  */
 const utf8Leads: readonly (Utf8Lead | undefined)[] = Array.from({ length: 256 }, (_, value) => {
-  if (value >= 0xc2 && value <= 0xdf) return { pending: 1, low: 0x80, high: 0xbf, units: 1 };
-  if (value === 0xe0) return { pending: 2, low: 0xa0, high: 0xbf, units: 1 };
-  if (value === 0xed) return { pending: 2, low: 0x80, high: 0x9f, units: 1 };
-  if (value >= 0xe1 && value <= 0xef) return { pending: 2, low: 0x80, high: 0xbf, units: 1 };
-  if (value === 0xf0) return { pending: 3, low: 0x90, high: 0xbf, units: 2 };
-  if (value === 0xf4) return { pending: 3, low: 0x80, high: 0x8f, units: 2 };
-  if (value >= 0xf1 && value <= 0xf3) return { pending: 3, low: 0x80, high: 0xbf, units: 2 };
+  if (value >= 0xc2 && value <= 0xdf) return { pending: 1, low: 0x80, high: 0xbf };
+  if (value === 0xe0) return { pending: 2, low: 0xa0, high: 0xbf };
+  if (value === 0xed) return { pending: 2, low: 0x80, high: 0x9f };
+  if (value >= 0xe1 && value <= 0xef) return { pending: 2, low: 0x80, high: 0xbf };
+  if (value === 0xf0) return { pending: 3, low: 0x90, high: 0xbf };
+  if (value === 0xf4) return { pending: 3, low: 0x80, high: 0x8f };
+  if (value >= 0xf1 && value <= 0xf3) return { pending: 3, low: 0x80, high: 0xbf };
   return undefined;
 });
 

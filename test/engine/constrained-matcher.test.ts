@@ -28,11 +28,16 @@ describe('byte matcher strings', () => {
     expect(accepts(grammar, '"a😀"')).toBe(true);
   });
 
-  it('counts length in UTF-16 code units', () => {
-    expect(accepts(grammar, '"ab😀"')).toBe(false);
-    expect(acceptsPrefix(grammar, '"ab')).toBe(true);
-    // The emoji's lead byte already needs two units, so the prefix dies there.
-    expect(acceptsPrefix(grammar, utf8.encode('"ab😀').slice(0, 4))).toBe(false);
+  it('counts length in code points as zod does', () => {
+    const schema = z.string().min(1).max(3);
+    for (const text of ['ab😀', 'abc😀', '😀😀😀😀']) {
+      expect(accepts(grammar, JSON.stringify(text)), text).toBe(schema.safeParse(text).success);
+    }
+    // The fourth character's lead byte already exceeds the maximum, so the prefix dies there.
+    expect(acceptsPrefix(grammar, utf8.encode('"abc😀').slice(0, 5))).toBe(false);
+    const atLeastFour = grammarFromZod(z.string().min(4));
+    expect(accepts(atLeastFour, '"😀😀"')).toBe(false);
+    expect(accepts(atLeastFour, '"😀😀😀😀"')).toBe(true);
   });
 
   it('rejects strings outside the length bounds', () => {

@@ -1,4 +1,4 @@
-import { copyFileSync, cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -171,6 +171,21 @@ describe('Engine constrained decoding', () => {
     }
   });
 
+  it('ends a value that could go on at the token limit', async () => {
+    // Seeds 1015 and 30 once ended these values at "0." and "10"; the others widen the search.
+    const cases = [
+      { schema: z.number(), seeds: [1015, ...Array.from({ length: 20 }, (_, i) => i)] },
+      { schema: z.union([z.literal(1), z.literal(12), z.literal(10.5)]), seeds: [30, ...Array.from({ length: 60 }, (_, i) => i)] },
+      { schema: z.number().int().min(-500).max(5000), seeds: Array.from({ length: 20 }, (_, i) => i) },
+    ];
+    for (const { schema, seeds } of cases) {
+      for (const seed of seeds) {
+        const result = await engine.generate({ prompt: 'Pi is 3.14159, the price is 12.5 and', maxNewTokens: 2, responseSchema: schema, sampling: { temperature: 5, topP: 1, seed } });
+        expect(schema.safeParse(JSON.parse(result.text)).success, `${result.text} (seed ${seed})`).toBe(true);
+      }
+    }
+  });
+
   it('rejects a token limit below the shortest valid turn', async () => {
     await expect(engine.generate({ prompt: prompts[0]!, maxNewTokens: 3, responseSchema: turnSchemaFor('user_agent') })).rejects.toMatchObject({ code: 'invalid_request' });
   });
@@ -316,6 +331,14 @@ describe('Engine.load', () => {
     const broken = join(dir, 'no-data');
     cpSync(defaultModelDir, broken, { recursive: true });
     unlinkSync(join(broken, 'onnx', 'model.step.q8.data'));
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.q8.data') });
+  });
+
+  it('names a weights file of the 8-bit graph that cannot be read', async () => {
+    const broken = join(dir, 'data-folder');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    unlinkSync(join(broken, 'onnx', 'model.step.q8.data'));
+    mkdirSync(join(broken, 'onnx', 'model.step.q8.data'));
     await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.q8.data') });
   });
 

@@ -543,6 +543,7 @@ def main(argv: List[str]) -> int:
         if not args.weights_from.exists():
             write_weights(model, args.weights_from)
         shared, embedded = share_weights(model, args.weights_from)
+        model.doc_string = f"Sanfang step graph with {options.describe()}; weights are read from {args.weights_from.name} by offset."
         metadata[DATA_FILE_KEY] = args.weights_from.name
         metadata[DATA_SHA256_KEY] = hashlib.sha256(args.weights_from.read_bytes()).hexdigest()
         onnx.helper.set_model_props(model, metadata)
