@@ -22,8 +22,11 @@ export const configSchema = z.object({
   engineMaxQueuedRequests: z.coerce.number().int().min(1).default(256),
   /** KV cache all in-flight requests may reserve, in MiB. */
   engineKvBudgetMb: z.coerce.number().int().min(1).default(2048),
-  /** Maximum prompt plus completion tokens; past the model's trained positions, attention is sparse. */
-  engineMaxContextTokens: z.coerce.number().int().min(16).max(1_048_576).default(32_768),
+  /**
+   * Maximum prompt plus completion tokens; past the model's trained positions, attention is
+   * sparse. An agent turn (up to 8 transcript lines plus a 160-token turn) needs several hundred.
+   */
+  engineMaxContextTokens: z.coerce.number().int().min(1024).max(1_048_576).default(32_768),
   /** Most prompt tokens prefilled between two decode steps. */
   enginePrefillChunkTokens: z.coerce.number().int().min(16).max(4096).default(256),
   /** Sparse attention past the trained positions: sink tokens, recent window and chosen-page tokens. */
