@@ -314,9 +314,9 @@ for (const level of options.levels) {
   const levelPrompts = prompts.slice(0, level);
   const batchedRates: number[] = [];
   const serialRates: number[] = [];
-  // Milliseconds per decode call, batched and one at a time: their ratio, times the number of
-  // rows, is what batching gains on decode steps alone, the bound on the whole ratio when
-  // prefill costs the same either way.
+  // Milliseconds per decode call, batched and one at a time. Their ratio times the number of
+  // rows is what batching gains on decode steps alone. Prefill costs the same either way, so
+  // this gain bounds the whole ratio.
   const batchedStepMs: number[] = [];
   const serialStepMs: number[] = [];
   let sameOutputs = 0;
@@ -574,7 +574,7 @@ const tableWords: Record<'en' | 'zh', TableWords> = {
   },
 };
 
-/** The run's tables as Markdown, in one README language. */
+/** Renders the run's tables as Markdown in one README language. */
 function tables(words: TableWords): string[] {
   const lines = [
     words.measured(),

@@ -8,7 +8,7 @@
  * alone. The whole buffer is laid out again only when a row runs out of slots, and `slots`
  * leaves room for `headroom` tokens, so that happens every few dozen steps.
  */
-import { viewLength, type LayerView, type SequenceCache } from './kv-cache.ts';
+import { bytesPerToken, viewLength, type LayerView, type SequenceCache } from './kv-cache.ts';
 import type { ModelShape } from './rotary.ts';
 import { maskedBias } from './step-model.ts';
 
@@ -30,8 +30,7 @@ export function slotsFor(viewTokens: number): number {
 
 /** Bytes of the key, value and bias buffers that a layout of `slots` slots allocates for `maxRows` rows. */
 export function slotBufferBytes(shape: Pick<ModelShape, 'numLayers' | 'numKvHeads' | 'headDim'>, maxRows: number, slots: number): number {
-  const perSlot = shape.numLayers * 2 * shape.numKvHeads * shape.headDim * Float32Array.BYTES_PER_ELEMENT;
-  return maxRows * (slots * perSlot + (slots + 1) * Float32Array.BYTES_PER_ELEMENT);
+  return maxRows * (slots * bytesPerToken(shape) + (slots + 1) * Float32Array.BYTES_PER_ELEMENT);
 }
 
 export class DecodeBatch<Row extends BatchRow> {

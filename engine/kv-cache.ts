@@ -173,6 +173,6 @@ export function pageBytes(shape: ModelShape): number {
 }
 
 /** Bytes one token costs across all layers, keys and values. */
-export function bytesPerToken(shape: ModelShape): number {
+export function bytesPerToken(shape: Pick<ModelShape, 'numLayers' | 'numKvHeads' | 'headDim'>): number {
   return shape.numLayers * 2 * shape.numKvHeads * shape.headDim * 4;
 }

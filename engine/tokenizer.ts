@@ -56,8 +56,7 @@ export class StreamDecoder {
 
   push(ids: readonly number[]): string {
     if (ids.length === 0) return '';
-    this.prefixText ??= this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset));
-    const prefix = this.prefixText;
+    const prefix = this.prefix(ids);
     const text = this.tokenizer.decode(ids.slice(this.prefixOffset));
     if (text.length <= prefix.length || text.endsWith('\uFFFD')) return '';
     const delta = text.slice(prefix.length);
@@ -73,10 +72,15 @@ export class StreamDecoder {
    */
   flush(ids: readonly number[]): string {
     if (this.prefixOffset >= ids.length) return '';
-    const prefix = (this.prefixText ??= this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset)));
+    const prefix = this.prefix(ids);
     const text = this.tokenizer.decode(ids.slice(this.prefixOffset)).replace(/\uFFFD+$/, '');
     this.prefixOffset = this.readOffset = ids.length;
     this.prefixText = '';
     return text.length > prefix.length ? text.slice(prefix.length) : '';
+  }
+
+  private prefix(ids: readonly number[]): string {
+    this.prefixText ??= this.tokenizer.decode(ids.slice(this.prefixOffset, this.readOffset));
+    return this.prefixText;
   }
 }

@@ -101,7 +101,12 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env, overrid
   return parsed.data;
 }
 
-/** The local engine's options from the configuration, shared by the server and the simulator. */
+/** Returns the message for an engine that failed to load, pointing at the variables that set its options. */
+export function engineLoadFailure(error: Error): string {
+  return `the engine failed to load: ${error.message}; the engine options come from the SANFANG_ENGINE_* variables (see README.md)`;
+}
+
+/** Builds the local engine's options from the configuration, for the server and the simulator. */
 export function engineOptions(config: Config): EngineOptions {
   return {
     modelDir: config.modelDir,

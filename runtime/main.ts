@@ -6,7 +6,7 @@ import { Engine, type TextGenerator } from '../engine/engine.ts';
 import { isEngineError } from '../engine/errors.ts';
 import { OpenAiCompatibleGenerator } from '../engine/remote/openai-backend.ts';
 import { CaseService } from './case-service.ts';
-import { engineOptions, loadConfig } from './config.ts';
+import { engineLoadFailure, engineOptions, loadConfig } from './config.ts';
 import { log } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { ChatServer } from './server.ts';
@@ -39,7 +39,7 @@ if (config.engineBackend === 'remote') {
   } catch (error) {
     // Fail before the database is created or seeded, with the variables to change.
     if (!isEngineError(error)) throw error;
-    log.fatal({ code: error.code, modelDir: config.modelDir }, `the engine failed to load: ${error.message}; the engine options come from the SANFANG_ENGINE_* variables (see README.md)`);
+    log.fatal({ code: error.code, modelDir: config.modelDir }, engineLoadFailure(error));
     process.exit(1);
   }
   log.info({ modelDir: config.modelDir, graph: localEngine.graphPath, executionProvider: config.executionProvider }, 'engine loaded');

@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 import { Engine } from '../engine/engine.ts';
 import { isEngineError } from '../engine/errors.ts';
-import { engineOptions, loadConfig } from '../runtime/config.ts';
+import { engineLoadFailure, engineOptions, loadConfig } from '../runtime/config.ts';
 import { log } from '../runtime/log.ts';
 import { loadScenario, ScenarioError } from './scenario.ts';
 import { simulate, type SimulationReport } from './simulator.ts';
@@ -62,7 +62,7 @@ try {
   engine = await Engine.load({ ...engineOptions(config), modelDir: options.modelDir ?? config.modelDir });
 } catch (error) {
   if (!isEngineError(error)) throw error;
-  console.error(`error [${error.code}]: the engine failed to load: ${error.message}; the engine options come from the SANFANG_ENGINE_* variables (see README.md)`);
+  console.error(`error [${error.code}]: ${engineLoadFailure(error)}`);
   process.exit(1);
 }
 const reports: SimulationReport[] = [];

@@ -117,7 +117,7 @@ function computeMaxCompletionLength(node: GrammarNode): number {
 
 const parentLengths = new WeakMap<Stack, number>();
 
-/** Bytes that close `parent` and its ancestors once the value on top of them ends. */
+/** Returns the length of the bytes that close `parent` and its ancestors once the value on top of them ends. */
 export function parentsLength(parent: Stack): number {
   const known = parentLengths.get(parent);
   if (known !== undefined) return known;
@@ -142,7 +142,7 @@ function completeStack(stack: Stack): number[] {
   return out;
 }
 
-/** Bytes that end `frame`, which is the top of its stack. */
+/** Returns the bytes that end `frame`, which is the top of its stack. */
 function closeFrame(frame: Exclude<Frame, { kind: 'root' }>): number[] {
   switch (frame.kind) {
     case 'literal':
@@ -162,8 +162,7 @@ function closeFrame(frame: Exclude<Frame, { kind: 'root' }>): number[] {
 
 function closeLiteral(frame: LiteralFrame): number[] {
   if (frame.complete) return [];
-  const rests = frame.candidates.map((index) => Array.from(frame.node.alternatives[index]!.subarray(frame.offset)));
-  return rests.reduce((shortest, rest) => (rest.length < shortest.length ? rest : shortest));
+  return shortest(frame.candidates.map((index) => Array.from(frame.node.alternatives[index]!.subarray(frame.offset))));
 }
 
 function closeString(frame: StringFrame): number[] {
@@ -205,10 +204,8 @@ function closeArray(frame: ArrayFrame): number[] {
   const node = frame.node;
   const out: number[] = [];
   let count = frame.count;
-  if (frame.phase === 'next') {
-    out.push(...shortestText(node.items));
-    count++;
-  } else if (frame.phase === 'open' && node.minItems > 0) {
+  // After a comma an item must follow, and after `[` one follows when items are required.
+  if (frame.phase === 'next' || (frame.phase === 'open' && node.minItems > 0)) {
     out.push(...shortestText(node.items));
     count++;
   }
@@ -222,27 +219,21 @@ function closeObject(frame: ObjectFrame): number[] {
   switch (frame.phase) {
     case 'open':
       return [...joinProperties(requiredAfter(frame, -1)), byte.closeBrace];
-    case 'afterValue': {
-      const required = requiredAfter(frame, -1);
-      return required.length === 0 ? [byte.closeBrace] : [byte.comma, ...joinProperties(required), byte.closeBrace];
-    }
+    case 'afterValue':
+      return closeAfter(requiredAfter(frame, -1));
     case 'next': {
       // A comma was written, so at least one more property must follow.
       const required = requiredAfter(frame, -1);
       const written = required.length > 0 ? required : [properties[keyCandidates(frame)[0]!]!];
       return [...joinProperties(written), byte.closeBrace];
     }
-    case 'value': {
-      const value = shortestText(properties[frame.current]!.value);
-      const rest = requiredAfter(frame, frame.current);
-      return [...value, ...(rest.length > 0 ? [byte.comma, ...joinProperties(rest)] : []), byte.closeBrace];
-    }
+    case 'value':
+      return [...shortestText(properties[frame.current]!.value), ...closeAfter(requiredAfter(frame, frame.current))];
     case 'key': {
       let best: number[] | undefined;
       for (const index of frame.candidates) {
         const property = properties[index]!;
-        const rest = requiredAfter(frame, index);
-        const bytes = [...property.keyBytes.subarray(frame.offset), ...shortestText(property.value), ...(rest.length > 0 ? [byte.comma, ...joinProperties(rest)] : []), byte.closeBrace];
+        const bytes = [...property.keyBytes.subarray(frame.offset), ...shortestText(property.value), ...closeAfter(requiredAfter(frame, index))];
         if (best === undefined || bytes.length < best.length) best = bytes;
       }
       return best ?? [byte.closeBrace];
@@ -250,6 +241,11 @@ function closeObject(frame: ObjectFrame): number[] {
     case 'inValue':
       throw new Error('an object waiting for a value is never the top frame');
   }
+}
+
+/** Returns the bytes that end an object after a written value: the `rest` properties, then `}`. */
+function closeAfter(rest: readonly PropertyRule[]): number[] {
+  return rest.length === 0 ? [byte.closeBrace] : [byte.comma, ...joinProperties(rest), byte.closeBrace];
 }
 
 /** Required properties still to write once property `chosen` (or none, for -1) is written, in key order. */
@@ -303,7 +299,7 @@ function shortestText(node: GrammarNode): number[] {
 function computeShortestText(node: GrammarNode): number[] {
   switch (node.kind) {
     case 'literal':
-      return Array.from(node.alternatives.reduce((shortest, alternative) => (alternative.length < shortest.length ? alternative : shortest)));
+      return Array.from(shortest(node.alternatives));
     case 'string':
       return [byte.quote, ...new Array<number>(node.minLength).fill(byte.a), byte.quote];
     case 'number':
@@ -319,8 +315,13 @@ function computeShortestText(node: GrammarNode): number[] {
     case 'record':
       return [byte.openBrace, byte.closeBrace];
     case 'union':
-      return node.options.map(shortestText).reduce((shortest, text) => (text.length < shortest.length ? text : shortest));
+      return shortest(node.options.map(shortestText));
   }
+}
+
+/** Returns the first of the shortest items; `items` is never empty here. */
+function shortest<T extends { readonly length: number }>(items: readonly T[]): T {
+  return items.reduce((best, item) => (item.length < best.length ? item : best));
 }
 
 function requiredProperties(node: ObjectNode): PropertyRule[] {

@@ -8,6 +8,7 @@ import { ConstraintError } from './errors.ts';
 import { grammarFromZod } from './from-zod.ts';
 import { completionLength, maxCompletionLength, parentsLength, shortestCompletion, tokenizeBytes } from './completion.ts';
 import { acceptsAnyByte, advanceBytes, canEnd, dedupeState, initialState, stringTextTop, type MatcherState } from './matcher.ts';
+import { backslashByte, quoteByte } from './string-text.ts';
 import { TokenMasker, vocabularyTrie, type MaskCacheStats } from './token-mask.ts';
 import type { TokenVocabulary } from './vocabulary.ts';
 
@@ -107,8 +108,10 @@ function sharedMasker(schema: z.ZodType, vocabulary: TokenVocabulary, options: J
   return masker;
 }
 
-const quoteByte = 0x22;
-const backslashByte = 0x5c;
+/** True when the bytes read form a complete value that no further byte could extend. */
+function valueComplete(state: MatcherState): boolean {
+  return canEnd(state) && !acceptsAnyByte(state);
+}
 
 class JsonTokenConstraint implements TokenConstraint {
   private state: MatcherState;
@@ -152,7 +155,7 @@ class JsonTokenConstraint implements TokenConstraint {
   }
 
   isComplete(): boolean {
-    return this.ended || (canEnd(this.state) && !acceptsAnyByte(this.state));
+    return this.ended || valueComplete(this.state);
   }
 
   completion(): number[] | undefined {
@@ -168,7 +171,7 @@ class JsonTokenConstraint implements TokenConstraint {
     if (tokens >= this.maxCompletion) return true;
     const text = stringTextTop(this.state);
     if (text !== undefined && !bytes.includes(quoteByte) && !bytes.includes(backslashByte)) {
-      if (text.node.minLength + 5 + parentsLength(text.stack.parent!) <= tokens) return true;
+      if (maxCompletionLength(text.node) + parentsLength(text.stack.parent!) <= tokens) return true;
     }
 
     const next = advanceBytes(this.state, bytes);
@@ -178,7 +181,7 @@ class JsonTokenConstraint implements TokenConstraint {
   }
 
   private completionFrom(state: MatcherState): number[] | undefined {
-    if (canEnd(state) && !acceptsAnyByte(state)) return [];
+    if (valueComplete(state)) return [];
     const bytes = shortestCompletion(state);
     return bytes === undefined ? undefined : tokenizeBytes(vocabularyTrie(this.vocabulary), bytes);
   }

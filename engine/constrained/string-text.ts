@@ -1,6 +1,6 @@
 /** Scanning of unescaped JSON string text: well-formed UTF-8 and its length in code points, as zod 4 counts string length. */
-const quoteByte = 0x22;
-const backslashByte = 0x5c;
+export const quoteByte = 0x22;
+export const backslashByte = 0x5c;
 
 /** Position in a string's text: its decoded length and the UTF-8 bytes its last character still needs. */
 export interface StringCursor {

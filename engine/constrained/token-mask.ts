@@ -7,7 +7,7 @@
  */
 import type { GrammarNode, StringNode } from './grammar.ts';
 import { advanceByte, canEnd, stateKey, stringTextTop, withStringCursor, type MatcherState, type Stack } from './matcher.ts';
-import { advanceStringText, type StringCursor } from './string-text.ts';
+import { advanceStringText, backslashByte, quoteByte, type StringCursor } from './string-text.ts';
 import type { TokenVocabulary } from './vocabulary.ts';
 
 /** The vocabulary's byte sequences as a trie in flat arrays, with the root at node 0. */
@@ -36,8 +36,6 @@ export interface MaskCacheStats {
   entries: number;
 }
 
-const quoteByte = 0x22;
-const backslashByte = 0x5c;
 
 const trieByVocabulary = new WeakMap<TokenVocabulary, VocabularyTrie>();
 

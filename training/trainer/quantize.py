@@ -461,6 +461,11 @@ DATA_SHA256_KEY = "sanfang.data_sha256"
 MIN_SHARED_BYTES = 1024
 
 
+def raw_bytes(tensor: TensorProto) -> bytes:
+    """Return a tensor's data as raw little-endian bytes, however the proto stores it."""
+    return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+
+
 def share_weights(model: onnx.ModelProto, data_path: Path) -> Tuple[int, int]:
     """Point every initializer whose bytes occur in data_path at that offset instead of embedding it.
 
@@ -470,14 +475,14 @@ def share_weights(model: onnx.ModelProto, data_path: Path) -> Tuple[int, int]:
     data = data_path.read_bytes()
     shared = embedded = 0
     for tensor in model.graph.initializer:
-        raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+        raw = raw_bytes(tensor)
         offset = data.find(raw) if len(raw) >= MIN_SHARED_BYTES else -1
         if offset < 0:
             embedded += 1
             continue
+        # Rebuilding from the array moves typed fields (float_data …) to raw_data, cleared next.
         if not tensor.HasField("raw_data"):
-            array = numpy_helper.to_array(tensor)
-            tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
         tensor.ClearField("raw_data")
         tensor.data_location = TensorProto.EXTERNAL
         for key, value in (("location", data_path.name), ("offset", str(offset)), ("length", str(len(raw)))):
@@ -490,7 +495,7 @@ def write_weights(model: onnx.ModelProto, data_path: Path) -> None:
     """Write the raw bytes of every initializer of MIN_SHARED_BYTES or more, one after another, to data_path."""
     with data_path.open("wb") as out:
         for tensor in model.graph.initializer:
-            raw = tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
+            raw = raw_bytes(tensor)
             if len(raw) >= MIN_SHARED_BYTES:
                 out.write(raw)
 
