@@ -342,6 +342,20 @@ describe('Engine.load', () => {
     await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('model.step.q8.data') });
   });
 
+  it('rejects a weights file named outside the folder', async () => {
+    const broken = join(dir, 'data-path');
+    cpSync(defaultModelDir, broken, { recursive: true });
+    const graphPath = join(broken, 'onnx', 'model.step.q8.onnx');
+    const graph = readFileSync(graphPath);
+    // The metadata value follows its key and two bytes of tag and length. The new name has the
+    // same length, so the entry stays well formed.
+    const at = graph.indexOf('sanfang.data_file') + 'sanfang.data_file'.length + 2;
+    expect(graph.toString('latin1', at, at + 18)).toBe('model.step.q8.data');
+    graph.write('../model.step.q8.d', at, 'latin1');
+    writeFileSync(graphPath, graph);
+    await expect(Engine.load({ modelDir: broken })).rejects.toMatchObject({ code: 'model_load_failed', message: expect.stringContaining('outside its folder') });
+  });
+
   it('rejects a changed weights file of the 8-bit graph', async () => {
     const broken = join(dir, 'changed-data');
     cpSync(defaultModelDir, broken, { recursive: true });

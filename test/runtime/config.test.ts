@@ -29,6 +29,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ SANFANG_ENGINE_SINK_TOKENS: '40' })).toThrow(/SANFANG_ENGINE_SINK_TOKENS/);
   });
 
+  it('rejects an engine context too short for agent turns', () => {
+    expect(() => loadConfig({ SANFANG_ENGINE_MAX_CONTEXT_TOKENS: '512' })).toThrow(/SANFANG_ENGINE_MAX_CONTEXT_TOKENS/);
+  });
+
   it('rejects an invalid port', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/SANFANG_PORT/);
   });

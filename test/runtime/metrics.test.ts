@@ -31,6 +31,7 @@ describe('createMetrics', () => {
     expect(text).toContain('sanfang_engine_kv_reserved_bytes 8192');
     expect(text).toContain('sanfang_engine_deadline_exceeded 1');
     expect(text).toContain('sanfang_engine_batch_buffer_reserve_bytes 2048');
+    expect(text).toContain('sanfang_process_cpu_seconds_total');
     expect(text).toContain('sanfang_engine_expert_assignments{layer="1",expert="1"} 13');
   });
 
