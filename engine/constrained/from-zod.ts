@@ -84,20 +84,10 @@ class GrammarBuilder {
   private string(def: ZodDef, path: string): StringNode {
     if (typeof def.format === 'string') throw unsupported(`string format "${def.format}"`, path);
 
-    let minLength = 0;
-    let maxLength = Infinity;
+    const bounds = { min: 0, max: Infinity };
     for (const check of checkDefs(def)) {
+      if (narrowLength(check, bounds)) continue;
       switch (check.check) {
-        case 'min_length':
-          minLength = Math.max(minLength, check.minimum as number);
-          break;
-        case 'max_length':
-          maxLength = Math.min(maxLength, check.maximum as number);
-          break;
-        case 'length_equals':
-          minLength = Math.max(minLength, check.length as number);
-          maxLength = Math.min(maxLength, check.length as number);
-          break;
         case 'string_format':
           throw unsupported(`string format "${String(check.format)}"`, path);
         case 'overwrite':
@@ -106,6 +96,7 @@ class GrammarBuilder {
           throw unsupportedCheck('string', check.check, path);
       }
     }
+    const { min: minLength, max: maxLength } = bounds;
     if (minLength > maxLength) {
       throw new ConstraintError('invalid_schema', `string at ${path} has min length ${minLength} above its max length ${maxLength}, so no value is valid`);
     }
@@ -173,24 +164,11 @@ class GrammarBuilder {
   }
 
   private array(def: ZodDef & z.core.$ZodArrayDef, path: string): GrammarNode {
-    let minItems = 0;
-    let maxItems = Infinity;
+    const bounds = { min: 0, max: Infinity };
     for (const check of checkDefs(def)) {
-      switch (check.check) {
-        case 'min_length':
-          minItems = Math.max(minItems, check.minimum as number);
-          break;
-        case 'max_length':
-          maxItems = Math.min(maxItems, check.maximum as number);
-          break;
-        case 'length_equals':
-          minItems = Math.max(minItems, check.length as number);
-          maxItems = Math.min(maxItems, check.length as number);
-          break;
-        default:
-          throw unsupportedCheck('array', check.check, path);
-      }
+      if (!narrowLength(check, bounds)) throw unsupportedCheck('array', check.check, path);
     }
+    const { min: minItems, max: maxItems } = bounds;
     if (minItems > maxItems) {
       throw new ConstraintError('invalid_schema', `array at ${path} has min length ${minItems} above its max length ${maxItems}, so no value is valid`);
     }
@@ -255,6 +233,24 @@ class GrammarBuilder {
 
 function checkDefs(def: ZodDef): (z.core.$ZodCheckDef & Record<string, unknown>)[] {
   return (def.checks ?? []).map((check) => check._zod.def as z.core.$ZodCheckDef & Record<string, unknown>);
+}
+
+/** Narrows `bounds` by a min_length, max_length or length_equals check. Returns false for any other check. */
+function narrowLength(check: ReturnType<typeof checkDefs>[number], bounds: { min: number; max: number }): boolean {
+  switch (check.check) {
+    case 'min_length':
+      bounds.min = Math.max(bounds.min, check.minimum as number);
+      return true;
+    case 'max_length':
+      bounds.max = Math.min(bounds.max, check.maximum as number);
+      return true;
+    case 'length_equals':
+      bounds.min = Math.max(bounds.min, check.length as number);
+      bounds.max = Math.min(bounds.max, check.length as number);
+      return true;
+    default:
+      return false;
+  }
 }
 
 function unsupportedCheck(type: string, check: string, path: string): ConstraintError {
