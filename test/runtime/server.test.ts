@@ -91,6 +91,19 @@ async function customer(): Promise<Client> {
   return client;
 }
 
+async function riderClient(): Promise<Client> {
+  const client = await Client.connect(running.url);
+  client.send({ type: 'hello', role: 'rider', riderId: 'R001' });
+  await client.next('welcome');
+  return client;
+}
+
+/** Opens the case of customer C001's late demo order and returns the server's `case` frame. */
+function openLateCase(client: Client) {
+  client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
+  return client.next('case');
+}
+
 describe('ChatServer frames', () => {
   it('answers malformed JSON and stays open', async () => {
     const client = await Client.connect(running.url);
@@ -121,10 +134,7 @@ describe('ChatServer frames', () => {
 
   it('rejects a message over the character limit', async () => {
     const client = await customer();
-    const opened = await (async () => {
-      client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-      return client.next('case');
-    })();
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '好'.repeat(101), clientMsgId: 'long' });
     const error = await client.next('error');
     expect(error.code).toBe('message_too_long');
@@ -160,8 +170,7 @@ describe('ChatServer frames', () => {
 describe('ChatServer conversation', () => {
   it('acks after storing and streams agent replies', async () => {
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '我的外卖怎么还没到？', clientMsgId: 'c1' });
     const ack = await client.next('ack');
     expect(ack.seq).toBe(1);
@@ -173,8 +182,7 @@ describe('ChatServer conversation', () => {
 
   it('replays missed messages once after resume', async () => {
     const first = await customer();
-    first.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await first.next('case');
+    const opened = await openLateCase(first);
     first.send({ type: 'message', caseId: opened.caseId, text: '我的外卖怎么还没到？', clientMsgId: 'c1' });
     await first.next('ack');
     first.close();
@@ -192,12 +200,9 @@ describe('ChatServer conversation', () => {
   });
 
   it('lets a connected rider answer instead of the simulation', async () => {
-    const rider = await Client.connect(running.url);
-    rider.send({ type: 'hello', role: 'rider', riderId: 'R001' });
-    await rider.next('welcome');
+    const rider = await riderClient();
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '外卖到哪了', clientMsgId: 'c1' });
 
     const question = await rider.next('message', (f) => f.message.direction === 'out');
@@ -211,12 +216,9 @@ describe('ChatServer conversation', () => {
   });
 
   it('never shows the rider the customer thread', async () => {
-    const rider = await Client.connect(running.url);
-    rider.send({ type: 'hello', role: 'rider', riderId: 'R001' });
-    await rider.next('welcome');
+    const rider = await riderClient();
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '我电话13812345678，地址漕溪北路88号', clientMsgId: 'c1' });
     await rider.next('message', (f) => f.message.direction === 'out');
     expect(rider.frames.every((f) => f.type !== 'message' || f.message.party === 'rider')).toBe(true);
@@ -227,8 +229,7 @@ describe('ChatServer conversation', () => {
 
   it('counts agent turns in /metrics', async () => {
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '外卖到哪了', clientMsgId: 'c1' });
     await client.next('ack');
     await cases.settled(opened.caseId);
@@ -250,8 +251,7 @@ describe('ChatServer conversation', () => {
 
   it('rate-limits a flooding connection', async () => {
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     for (let i = 0; i < 8; i++) client.send({ type: 'message', caseId: opened.caseId, text: `第${i}条`, clientMsgId: `f${i}` });
     const limited = await client.next('error');
     expect(limited.code).toBe('rate_limited');
@@ -263,8 +263,7 @@ describe('ChatServer conversation', () => {
 
   it('rejects a reused id with other text', async () => {
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '你好', clientMsgId: 'same' });
     await client.next('ack');
     client.send({ type: 'message', caseId: opened.caseId, text: '转人工', clientMsgId: 'same' });
@@ -281,15 +280,12 @@ describe('ChatServer conversation', () => {
 
   it('replays the rider thread on hello', async () => {
     const client = await customer();
-    client.send({ type: 'open_case', orderId: demoOrderIds(now).c001Late });
-    const opened = await client.next('case');
+    const opened = await openLateCase(client);
     client.send({ type: 'message', caseId: opened.caseId, text: '外卖到哪了', clientMsgId: 'c1' });
     await client.next('ack');
     await cases.settled(opened.caseId);
 
-    const rider = await Client.connect(running.url);
-    rider.send({ type: 'hello', role: 'rider', riderId: 'R001' });
-    await rider.next('welcome');
+    const rider = await riderClient();
     const question = await rider.next('message', (f) => f.message.direction === 'out');
     expect(question.message.caseId).toBe(opened.caseId);
     rider.close();
